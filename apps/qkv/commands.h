@@ -1,0 +1,16 @@
+// The qkv command line: one small file per verb, each parsing flags into an options struct and
+// calling the library. main.cpp maps errors to exit codes (0 ok, 1 user error).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace qkv::app {
+
+void add_train(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_logits(CLI::App& app);
+
+// Applies --threads (0 = all cores).
+void apply_threads(int threads);
+
+}  // namespace qkv::app

@@ -1,0 +1,56 @@
+// qkv generate: sample text from a model directory, streaming tokens as they are produced.
+#include <cstdio>
+
+#include "apps/qkv/commands.h"
+#include "qkv/core/error.h"
+#include "qkv/infer/generator.h"
+#include "qkv/tokenizer/char_tokenizer.h"
+
+namespace qkv::app {
+
+void add_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text from a model (KV cache, streaming)");
+  struct Args {
+    std::string model, prompt = "\n";
+    GenerateOptions g;
+    int threads = 0;
+    bool no_cache = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model, "Model directory (config.json, model.safetensors, tokenizer)")->required();
+  cmd->add_option("--prompt", a->prompt, "Text to continue (default: a newline)");
+  cmd->add_option("--max-new-tokens", a->g.max_new_tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", a->g.sampler.temperature, "Sampling temperature (0: greedy)")->capture_default_str();
+  cmd->add_option("--top-k", a->g.sampler.top_k, "Sample from the k most likely tokens (0: all)")->capture_default_str();
+  cmd->add_option("--top-p", a->g.sampler.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  cmd->add_option("--seed", a->g.sampler.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads (0: all cores)")->capture_default_str();
+  cmd->add_flag("--no-kv-cache", a->no_cache, "Recompute the whole context for every token (slow; for checking)");
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    GPT model = GPT::from_dir(a->model);
+    CharTokenizer tok = CharTokenizer::load(a->model + "/" + CharTokenizer::kFileName);
+    QKV_CHECK(tok.vocab_size() == model.config().vocab_size,
+              "{}: tokenizer has {} symbols but the model's vocab_size is {}", a->model, tok.vocab_size(),
+              model.config().vocab_size);
+    QKV_CHECK(!a->prompt.empty(), "--prompt is empty");
+    std::vector<int32_t> ids = tok.encode(a->prompt);
+    const int ctx = model.config().block_size;
+    if (int(ids.size()) > ctx) {
+      std::fprintf(stderr, "qkv: warning: the prompt has %zu tokens; keeping the last %d (the context)\n", ids.size(), ctx);
+      ids.erase(ids.begin(), ids.end() - ctx);
+    }
+    a->g.use_kv_cache = !a->no_cache;
+    std::fputs(tok.decode(ids).c_str(), stdout);
+    std::fflush(stdout);
+    generate(model, ids, a->g, [&](int32_t id) {
+      std::string s = tok.decode_one(id);
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    std::fputc('\n', stdout);
+  });
+}
+
+}  // namespace qkv::app

@@ -1,0 +1,51 @@
+// The CPU backend: vectorised (AVX-512, AVX2+FMA, or portable SSE2 chosen at run time) and
+// multi-threaded (OpenMP, static splits, so results are deterministic for a thread count).
+// Same families and conventions as qkv/backend/ref/ref.h, in float.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "qkv/backend/kernel_args.h"
+
+namespace qkv::cpu {
+
+// The instruction set the kernels run with: "avx512", "avx2" or "generic". Chosen once from
+// the CPU; the environment variable QKV_ISA can force a lower one (for tests and benchmarks).
+const char* isa_name();
+// Forces an ISA ("avx512", "avx2", "generic"); throws qkv::Error if the CPU lacks it.
+void set_isa(const std::string& name);
+bool isa_supported(const std::string& name);
+
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
+                     int Tt, int C);
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,
+                      int Tt, int C);
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int64_t N, int C, float eps);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int64_t N, int C);
+void bias_forward(float* out, const float* bias, int64_t N, int OC);
+void bias_backward(float* dbias, const float* dout, int64_t N, int OC);
+void gelu_forward(float* out, const float* inp, int64_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+void residual_forward(float* out, const float* a, const float* b, int64_t n);
+// Fused, tiled attention with online softmax: never holds a Tq x Tk matrix.
+void attention_forward(const AttnArgs<float>& a);
+void attention_backward(const AttnArgs<float>& a);
+void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                          int64_t N, int V);
+void crossentropy_backward(float* dlogits, const float* logits, const float* lse,
+                           const int32_t* targets, const float* dlosses, int64_t N, int V);
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float wd, float bc1, float bc2);
+// Sum of squares in double (for the global gradient norm).
+double sum_squares(const float* x, int64_t n);
+// x *= s.
+void scale(float* x, int64_t n, float s);
+
+}  // namespace qkv::cpu

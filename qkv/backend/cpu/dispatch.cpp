@@ -1,0 +1,116 @@
+// Chooses the instruction-set build of the CPU kernels once, from the CPU and QKV_ISA.
+#include <cstdlib>
+#include <string>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/backend/cpu/isa_table.h"
+#include "qkv/core/error.h"
+
+namespace qkv::cpu {
+
+namespace {
+
+struct Choice {
+  const IsaTable* table;
+  const char* name;
+};
+
+bool cpu_has(const std::string& name) {
+  __builtin_cpu_init();
+  if (name == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return name == "generic";
+}
+
+Choice make_choice(const std::string& name) {
+  if (name == "avx512") return {&avx512::kTable, "avx512"};
+  if (name == "avx2") return {&avx2::kTable, "avx2"};
+  return {&generic::kTable, "generic"};
+}
+
+Choice initial_choice() {
+  const char* env = std::getenv("QKV_ISA");
+  if (env != nullptr && *env != '\0') {
+    std::string want = env;
+    if ((want == "avx512" || want == "avx2" || want == "generic") && cpu_has(want))
+      return make_choice(want);
+  }
+  for (const char* name : {"avx512", "avx2"})
+    if (cpu_has(name)) return make_choice(name);
+  return make_choice("generic");
+}
+
+Choice& choice() {
+  static Choice c = initial_choice();
+  return c;
+}
+
+const IsaTable& k() { return *choice().table; }
+
+}  // namespace
+
+const char* isa_name() { return choice().name; }
+
+bool isa_supported(const std::string& name) { return cpu_has(name); }
+
+void set_isa(const std::string& name) {
+  QKV_CHECK(name == "avx512" || name == "avx2" || name == "generic",
+            "[cpu] unknown ISA '{}' (expected avx512, avx2 or generic)", name);
+  QKV_CHECK(cpu_has(name), "[cpu] this CPU does not support {}", name);
+  choice() = make_choice(name);
+}
+
+void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  k().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
+                     int Tt, int C) {
+  k().encoder_forward(out, inp, wte, wpe, B, Tt, C);
+}
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,
+                      int Tt, int C) {
+  k().encoder_backward(dwte, dwpe, dout, inp, B, Tt, C);
+}
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int64_t N, int C, float eps) {
+  k().layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps);
+}
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int64_t N, int C) {
+  k().layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+void bias_forward(float* out, const float* bias, int64_t N, int OC) {
+  k().bias_forward(out, bias, N, OC);
+}
+void bias_backward(float* dbias, const float* dout, int64_t N, int OC) {
+  k().bias_backward(dbias, dout, N, OC);
+}
+void gelu_forward(float* out, const float* inp, int64_t n) { k().gelu_forward(out, inp, n); }
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  k().gelu_backward(dinp, inp, dout, n);
+}
+void residual_forward(float* out, const float* a, const float* b, int64_t n) {
+  k().residual_forward(out, a, b, n);
+}
+void attention_forward(const AttnArgs<float>& a) { k().attention_forward(a); }
+void attention_backward(const AttnArgs<float>& a) { k().attention_backward(a); }
+void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                          int64_t N, int V) {
+  k().crossentropy_forward(losses, lse, logits, targets, N, V);
+}
+void crossentropy_backward(float* dlogits, const float* logits, const float* lse,
+                           const int32_t* targets, const float* dlosses, int64_t N, int V) {
+  k().crossentropy_backward(dlogits, logits, lse, targets, dlosses, N, V);
+}
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float wd, float bc1, float bc2) {
+  k().adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2);
+}
+double sum_squares(const float* x, int64_t n) { return k().sum_squares(x, n); }
+void scale(float* x, int64_t n, float s) { k().scale(x, n, s); }
+
+}  // namespace qkv::cpu

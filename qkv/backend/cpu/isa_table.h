@@ -1,0 +1,64 @@
+// The table of CPU kernels one instruction-set build provides (internal to the CPU backend).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "qkv/backend/kernel_args.h"
+
+namespace qkv::cpu {
+
+// 64-byte aligned allocator for scratch vectors.
+template <typename T>
+struct AlignedAlloc {
+  using value_type = T;
+  AlignedAlloc() = default;
+  template <typename U>
+  AlignedAlloc(const AlignedAlloc<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const AlignedAlloc&) const { return true; }
+  bool operator!=(const AlignedAlloc&) const { return false; }
+};
+
+struct IsaTable {
+  void (*gemm)(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
+               float, float*, int64_t);
+  void (*encoder_forward)(float*, const int32_t*, const float*, const float*, int, int, int);
+  void (*encoder_backward)(float*, float*, const float*, const int32_t*, int, int, int);
+  void (*layernorm_forward)(float*, float*, float*, const float*, const float*, const float*,
+                            int64_t, int, float);
+  void (*layernorm_backward)(float*, float*, float*, const float*, const float*, const float*,
+                             const float*, const float*, int64_t, int);
+  void (*bias_forward)(float*, const float*, int64_t, int);
+  void (*bias_backward)(float*, const float*, int64_t, int);
+  void (*gelu_forward)(float*, const float*, int64_t);
+  void (*gelu_backward)(float*, const float*, const float*, int64_t);
+  void (*residual_forward)(float*, const float*, const float*, int64_t);
+  void (*attention_forward)(const AttnArgs<float>&);
+  void (*attention_backward)(const AttnArgs<float>&);
+  void (*crossentropy_forward)(float*, float*, const float*, const int32_t*, int64_t, int);
+  void (*crossentropy_backward)(float*, const float*, const float*, const int32_t*, const float*,
+                                int64_t, int);
+  void (*adamw_update)(float*, const float*, float*, float*, int64_t, float, float, float, float,
+                       float, float, float);
+  double (*sum_squares)(const float*, int64_t);
+  void (*scale)(float*, int64_t, float);
+};
+
+namespace avx512 {
+extern const IsaTable kTable;
+}
+namespace avx2 {
+extern const IsaTable kTable;
+}
+namespace generic {
+extern const IsaTable kTable;
+}
+
+}  // namespace qkv::cpu

@@ -1,0 +1,59 @@
+// Argument structs shared by every backend's kernels (ref, cpu, later cuda), so that the
+// backends have the same family names and signatures.
+#pragma once
+
+#include <cstdint>
+
+namespace qkv {
+
+// Scaled dot-product attention over strided Q, K, V (last dim contiguous):
+//   q (B, Tq, NH, HS), k/v (B, Tk, NH, HS) via strides -> out (B, Tq, NH, HS); lse (B, NH, Tq).
+// Query i sits at absolute position q_offset + i; with `causal`, it sees keys j <= q_offset + i.
+// Same as F.scaled_dot_product_attention(q, k, v, is_causal=...) with scale 1/sqrt(HS).
+template <typename T>
+struct AttnArgs {
+  int B = 0, NH = 0, Tq = 0, Tk = 0, HS = 0;
+  int q_offset = 0;
+  bool causal = true;
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
+  T* out = nullptr;
+  T* lse = nullptr;  // (B, NH, Tq) log-sum-exp of the scaled scores; may be null in forward
+  // Strides in elements: batch, time, head (the head-size dim is contiguous).
+  int64_t q_sb = 0, q_st = 0, q_sh = 0;
+  int64_t k_sb = 0, k_st = 0, k_sh = 0;
+  int64_t v_sb = 0, v_st = 0, v_sh = 0;
+  int64_t o_sb = 0, o_st = 0, o_sh = 0;
+  // Backward only: gradients (dq has q's strides, dk k's, dv v's, dout out's). Accumulated (+=).
+  const T* dout = nullptr;
+  T* dq = nullptr;
+  T* dk = nullptr;
+  T* dv = nullptr;
+};
+
+// Fills strides for the packed layout GPT uses: qkv (B, T, 3C) from one projection, with
+// q at channel 0, k at C, v at 2C, head h at h*HS; out (B, T, C).
+template <typename T>
+AttnArgs<T> attn_args_packed_qkv(const T* qkv, T* out, T* lse, int B, int Tt, int NH, int HS) {
+  AttnArgs<T> a;
+  int64_t C = int64_t(NH) * HS;
+  a.B = B;
+  a.NH = NH;
+  a.Tq = a.Tk = Tt;
+  a.HS = HS;
+  a.q = qkv;
+  a.k = qkv + C;
+  a.v = qkv + 2 * C;
+  a.out = out;
+  a.lse = lse;
+  a.q_sb = a.k_sb = a.v_sb = int64_t(Tt) * 3 * C;
+  a.q_st = a.k_st = a.v_st = 3 * C;
+  a.q_sh = a.k_sh = a.v_sh = HS;
+  a.o_sb = int64_t(Tt) * C;
+  a.o_st = C;
+  a.o_sh = HS;
+  return a;
+}
+
+}  // namespace qkv

@@ -1,0 +1,147 @@
+// Reference kernels for the per-token layers: embeddings, layer norm, bias, GELU, residual.
+#include <cmath>
+
+#include "qkv/backend/ref/ref.h"
+
+namespace qkv::ref {
+
+// ---- embedding ----
+template <typename T>
+void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tt,
+                     int C) {
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < Tt; ++t) {
+      T* o = out + (int64_t(b) * Tt + t) * C;
+      const T* e = wte + int64_t(inp[b * Tt + t]) * C;
+      const T* p = wpe + int64_t(t) * C;
+      for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+    }
+}
+
+template <typename T>
+void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tt,
+                      int C) {
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < Tt; ++t) {
+      const T* d = dout + (int64_t(b) * Tt + t) * C;
+      T* de = dwte + int64_t(inp[b * Tt + t]) * C;
+      T* dp = dwpe + int64_t(t) * C;
+      for (int c = 0; c < C; ++c) {
+        de[c] += d[c];
+        dp[c] += d[c];
+      }
+    }
+}
+
+// ---- layer norm ----
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
+                       int64_t N, int C, float eps) {
+  for (int64_t i = 0; i < N; ++i) {
+    const T* x = inp + i * C;
+    double m = 0;
+    for (int c = 0; c < C; ++c) m += x[c];
+    m /= C;
+    double var = 0;
+    for (int c = 0; c < C; ++c) var += (x[c] - m) * (x[c] - m);
+    var /= C;
+    double r = 1.0 / std::sqrt(var + eps);
+    for (int c = 0; c < C; ++c) {
+      double y = (x[c] - m) * r * weight[c] + (bias ? double(bias[c]) : 0.0);
+      out[i * C + c] = T(y);
+    }
+    mean[i] = T(m);
+    rstd[i] = T(r);
+  }
+}
+
+template <typename T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
+                        const T* weight, const T* mean, const T* rstd, int64_t N, int C) {
+  for (int64_t i = 0; i < N; ++i) {
+    const T* x = inp + i * C;
+    const T* dy = dout + i * C;
+    double m = mean[i], r = rstd[i];
+    double sum_dn = 0, sum_dn_n = 0;  // sums of dnorm and dnorm * norm
+    for (int c = 0; c < C; ++c) {
+      double n = (x[c] - m) * r;
+      double dn = double(weight[c]) * dy[c];
+      sum_dn += dn;
+      sum_dn_n += dn * n;
+    }
+    sum_dn /= C;
+    sum_dn_n /= C;
+    for (int c = 0; c < C; ++c) {
+      double n = (x[c] - m) * r;
+      double dn = double(weight[c]) * dy[c];
+      if (dbias) dbias[c] += dy[c];
+      dweight[c] += T(n * dy[c]);
+      dinp[i * C + c] += T((dn - sum_dn - n * sum_dn_n) * r);
+    }
+  }
+}
+
+// ---- bias ----
+template <typename T>
+void bias_forward(T* out, const T* bias, int64_t N, int OC) {
+  for (int64_t i = 0; i < N; ++i)
+    for (int o = 0; o < OC; ++o) out[i * OC + o] += bias[o];
+}
+
+template <typename T>
+void bias_backward(T* dbias, const T* dout, int64_t N, int OC) {
+  for (int o = 0; o < OC; ++o) {
+    double s = 0;
+    for (int64_t i = 0; i < N; ++i) s += dout[i * OC + o];
+    dbias[o] += T(s);
+  }
+}
+
+// ---- GELU (tanh form) ----
+namespace {
+constexpr double kGeluK = 0.7978845608028654;  // sqrt(2/pi)
+}
+
+template <typename T>
+void gelu_forward(T* out, const T* inp, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double x = inp[i];
+    out[i] = T(0.5 * x * (1.0 + std::tanh(kGeluK * (x + 0.044715 * x * x * x))));
+  }
+}
+
+template <typename T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double x = inp[i];
+    double u = kGeluK * (x + 0.044715 * x * x * x);
+    double th = std::tanh(u);
+    double sech2 = 1.0 - th * th;
+    double g = 0.5 * (1.0 + th) + 0.5 * x * sech2 * kGeluK * (1.0 + 3.0 * 0.044715 * x * x);
+    dinp[i] += T(g * dout[i]);
+  }
+}
+
+// ---- residual ----
+template <typename T>
+void residual_forward(T* out, const T* a, const T* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+#define QKV_INSTANTIATE(T)                                                                     \
+  template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);    \
+  template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);         \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int,  \
+                                     float);                                                  \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
+                                      const T*, int64_t, int);                                \
+  template void bias_forward<T>(T*, const T*, int64_t, int);                                  \
+  template void bias_backward<T>(T*, const T*, int64_t, int);                                 \
+  template void gelu_forward<T>(T*, const T*, int64_t);                                       \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                            \
+  template void residual_forward<T>(T*, const T*, const T*, int64_t);
+QKV_INSTANTIATE(float)
+QKV_INSTANTIATE(double)
+#undef QKV_INSTANTIATE
+
+}  // namespace qkv::ref

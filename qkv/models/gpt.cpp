@@ -1,0 +1,391 @@
+#include "qkv/models/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/core/error.h"
+#include "qkv/core/file.h"
+#include "qkv/core/rng.h"
+#include "qkv/io/safetensors.h"
+#include "qkv/nn/linear.h"
+
+namespace qkv {
+
+namespace {
+// Offsets of one layer's activations inside its slice of the activation buffer.
+struct LayerActs {
+  size_t ln1, ln1_mean, ln1_rstd, qkv, atty, lse, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
+      res3, size;
+};
+LayerActs layer_acts(int B, int T, int C, int NH) {
+  const size_t N = size_t(B) * T;
+  LayerActs a{};
+  size_t o = 0;
+  auto take = [&](size_t n) {
+    size_t r = o;
+    o += (n + 15) / 16 * 16;  // keep every array 64-byte aligned
+    return r;
+  };
+  a.ln1 = take(N * C);
+  a.ln1_mean = take(N);
+  a.ln1_rstd = take(N);
+  a.qkv = take(N * 3 * C);
+  a.atty = take(N * C);
+  a.lse = take(size_t(B) * NH * T);
+  a.res2 = take(N * C);
+  a.ln2 = take(N * C);
+  a.ln2_mean = take(N);
+  a.ln2_rstd = take(N);
+  a.fch = take(N * 4 * C);
+  a.fch_gelu = take(N * 4 * C);
+  a.res3 = take(N * C);
+  a.size = o;
+  return a;
+}
+}  // namespace
+
+GPT::GPT(const GPTConfig& config) : config_(config) {
+  config_.validate();
+  const int C = config_.n_embd;
+  const bool bias = config_.bias;
+  auto add = [&](const std::string& name, Shape shape, bool decay) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= size_t(d);
+    params_.push_back({name, std::move(shape), n_params_, n, decay});
+    size_t off = n_params_;
+    n_params_ += (n + 15) / 16 * 16;
+    return off;
+  };
+  wte_ = add("wte.weight", {config_.vocab_size, C}, true);
+  wpe_ = add("wpe.weight", {config_.block_size, C}, true);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    std::string p = "h." + std::to_string(l) + ".";
+    LayerOffsets o{};
+    o.ln1_w = add(p + "ln_1.weight", {C}, false);
+    o.ln1_b = bias ? add(p + "ln_1.bias", {C}, false) : kNone;
+    o.attn_w = add(p + "attn.c_attn.weight", {C, 3 * C}, true);
+    o.attn_b = bias ? add(p + "attn.c_attn.bias", {3 * C}, false) : kNone;
+    o.attnproj_w = add(p + "attn.c_proj.weight", {C, C}, true);
+    o.attnproj_b = bias ? add(p + "attn.c_proj.bias", {C}, false) : kNone;
+    o.ln2_w = add(p + "ln_2.weight", {C}, false);
+    o.ln2_b = bias ? add(p + "ln_2.bias", {C}, false) : kNone;
+    o.fc_w = add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
+    o.fc_b = bias ? add(p + "mlp.c_fc.bias", {4 * C}, false) : kNone;
+    o.fcproj_w = add(p + "mlp.c_proj.weight", {4 * C, C}, true);
+    o.fcproj_b = bias ? add(p + "mlp.c_proj.bias", {C}, false) : kNone;
+    layer_.push_back(o);
+  }
+  lnf_w_ = add("ln_f.weight", {C}, false);
+  lnf_b_ = bias ? add("ln_f.bias", {C}, false) : kNone;
+  params_buf_.assign(n_params_, 0.0f);
+}
+
+float* GPT::grad_data() {
+  if (grads_buf_.empty()) grads_buf_.assign(n_params_, 0.0f);
+  return grads_buf_.data();
+}
+
+float* GPT::param(const std::string& name) {
+  for (const auto& p : params_)
+    if (p.name == name) return params_buf_.data() + p.offset;
+  QKV_CHECK(false, "[gpt] no parameter named '{}'", name);
+}
+
+void GPT::init_weights(uint64_t seed) {
+  const double std_resid = 0.02 / std::sqrt(2.0 * config_.n_layer);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
+    float* w = params_buf_.data() + p.offset;
+    const bool is_bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+    const bool is_ln = p.name.find("ln_") != std::string::npos;
+    if (is_bias) {
+      std::fill(w, w + p.numel, 0.0f);
+    } else if (is_ln) {
+      std::fill(w, w + p.numel, 1.0f);
+    } else {
+      const bool resid = p.name.find("c_proj.weight") != std::string::npos;
+      const double sd = resid ? std_resid : 0.02;
+      Rng rng(seed, 1000 + i);  // one stream per tensor: independent of the layout
+      for (size_t k = 0; k < p.numel; ++k) w[k] = float(rng.normal() * sd);
+    }
+  }
+}
+
+void GPT::zero_grad() { std::fill(grads_buf_.begin(), grads_buf_.end(), 0.0f); }
+
+void GPT::plan_activations(int B, int T) {
+  if (B == B_ && T == T_) return;
+  const int C = config_.n_embd, V = config_.vocab_size;
+  const size_t N = size_t(B) * T;
+  LayerActs la = layer_acts(B, T, C, config_.n_head);
+  size_t o = 0;
+  auto take = [&](size_t n) {
+    size_t r = o;
+    o += (n + 15) / 16 * 16;
+    return r;
+  };
+  act_encoded_ = take(N * C);
+  act_layer_stride_ = la.size;
+  act_layer_ = take(la.size * config_.n_layer);
+  act_lnf_ = take(N * C);
+  act_lnf_mean_ = take(N);
+  act_lnf_rstd_ = take(N);
+  act_logits_ = take(N * V);
+  act_losses_ = take(N);
+  act_lse_ = take(N);
+  act_dlosses_ = take(N);
+  acts_.assign(o, 0.0f);
+  ids_.assign(N, 0);
+  targets_.assign(N, -1);
+  grad_acts_.clear();
+  B_ = B;
+  T_ = T;
+}
+
+float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
+  const GPTConfig& c = config_;
+  QKV_CHECK(B >= 1 && T >= 1, "[gpt] batch {} x {} is empty", B, T);
+  QKV_CHECK(T <= c.block_size, "[gpt] sequence length {} exceeds block_size {}", T, c.block_size);
+  plan_activations(B, T);
+  const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
+  const int64_t N = int64_t(B) * T;
+  for (int64_t i = 0; i < N; ++i) {
+    QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} at position {} is outside the vocabulary [0, {})",
+              ids[i], i, V);
+    if (targets) QKV_CHECK(targets[i] < V, "[gpt] target id {} at position {} is outside the vocabulary", targets[i], i);
+  }
+  std::copy(ids, ids + N, ids_.begin());
+  have_targets_ = targets != nullptr;
+  if (targets) std::copy(targets, targets + N, targets_.begin());
+
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  const LayerActs la = layer_acts(B, T, C, NH);
+  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
+
+  cpu::encoder_forward(A + act_encoded_, ids, P + wte_, P + wpe_, B, T, C);
+  const float* x = A + act_encoded_;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& w = layer_[l];
+    float* L = A + act_layer_ + act_layer_stride_ * l;
+    cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C, c.ln_eps);
+    nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C);
+    auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
+    cpu::attention_forward(args);
+    // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
+    nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C);
+    cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
+    cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w, opt(w.ln2_b), N, C, c.ln_eps);
+    nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C);
+    cpu::gelu_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
+    nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C);
+    cpu::residual_forward(L + la.res3, L + la.res3, L + la.res2, N * C);
+    x = L + la.res3;
+  }
+  cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N, C, c.ln_eps);
+  // logits = ln_f(x) @ wte^T
+  cpu::gemm(false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f, A + act_logits_, V);
+  if (!targets) return 0.0f;
+  cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets, N, V);
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < N; ++i)
+    if (targets[i] >= 0) {
+      sum += A[act_losses_ + i];
+      ++count;
+    }
+  inv_count_ = count > 0 ? 1.0f / float(count) : 0.0f;
+  return count > 0 ? float(sum / double(count)) : 0.0f;
+}
+
+void GPT::backward() {
+  QKV_CHECK(have_targets_, "[gpt] backward() needs a forward pass with targets");
+  const GPTConfig& c = config_;
+  const int B = B_, T = T_, C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
+  const int64_t N = int64_t(B) * T;
+  const LayerActs la = layer_acts(B, T, C, NH);
+  float* G = grad_data();
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,3C); dfch_gelu, dfch (N,4C).
+  const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C, g_dqkv = g_datty + N * C,
+               g_dfchg = g_dqkv + N * 3 * C, g_dfch = g_dfchg + N * 4 * C, g_size = g_dfch + N * 4 * C;
+  if (grad_acts_.size() != g_size) grad_acts_.assign(g_size, 0.0f);
+  float* D = grad_acts_.data();
+  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
+  auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
+
+  float* dl = A + act_dlosses_;
+  for (int64_t i = 0; i < N; ++i) dl[i] = targets_[i] >= 0 ? inv_count_ : 0.0f;
+  float* dlogits = A + act_logits_;  // in place: logits become their gradient
+  cpu::crossentropy_backward(dlogits, dlogits, A + act_lse_, targets_.data(), dl, N, V);
+  // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
+  cpu::gemm(false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln, C);
+  cpu::gemm(true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_, C);
+  const float* x_last = A + act_layer_ + act_layer_stride_ * (c.n_layer - 1) + la.res3;
+  std::fill(D + g_dres, D + g_dres + N * C, 0.0f);
+  cpu::layernorm_backward(D + g_dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
+                          A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
+  for (int l = c.n_layer - 1; l >= 0; --l) {
+    const LayerOffsets& w = layer_[l];
+    float* L = A + act_layer_ + act_layer_stride_ * l;
+    const float* x = l == 0 ? A + act_encoded_ : A + act_layer_ + act_layer_stride_ * (l - 1) + la.res3;
+    float* dres = D + g_dres;
+    // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
+    nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu, P + w.fcproj_w, N, 4 * C, C);
+    std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
+    cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
+    nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w, N, C, 4 * C);
+    cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w, L + la.ln2_mean, L + la.ln2_rstd, N, C);
+    // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
+    nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty, P + w.attnproj_w, N, C, C);
+    std::fill(D + g_dqkv, D + g_dqkv + N * 3 * C, 0.0f);
+    auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
+    args.dout = D + g_datty;
+    args.dq = D + g_dqkv;
+    args.dk = D + g_dqkv + C;
+    args.dv = D + g_dqkv + 2 * C;
+    cpu::attention_backward(args);
+    nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1, P + w.attn_w, N, C, 3 * C);
+    cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w, L + la.ln1_mean, L + la.ln1_rstd, N, C);
+  }
+  cpu::encoder_backward(G + wte_, G + wpe_, D + g_dres, ids_.data(), B, T, C);
+  have_targets_ = false;  // the logits buffer now holds gradients
+}
+
+// ---- inference with a KV cache ----
+
+void GPT::plan_cache() {
+  const size_t C = size_t(config_.n_embd), T = size_t(config_.block_size);
+  if (kv_.empty()) kv_.assign(size_t(config_.n_layer) * 2 * T * C, 0.0f);
+  // Scratch: x, ln, atty, tmp (T,C); qkv (T,3C); fch (T,4C); lse (NH*T); logits (V).
+  if (infer_.empty()) infer_.assign(T * C * 4 + T * 3 * C + T * 4 * C + size_t(config_.n_head) * T + size_t(config_.vocab_size) + 64, 0.0f);
+}
+
+const float* GPT::extend(const int32_t* ids, int n) {
+  const GPTConfig& c = config_;
+  QKV_CHECK(n >= 1, "[gpt] extend needs at least one token");
+  QKV_CHECK(cache_len_ + n <= c.block_size, "[gpt] KV cache holds {} tokens; {} + {} exceed it",
+            c.block_size, cache_len_, n);
+  plan_cache();
+  const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size, Tmax = c.block_size;
+  for (int i = 0; i < n; ++i)
+    QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} is outside the vocabulary [0, {})", ids[i], V);
+  const float* P = params_buf_.data();
+  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
+  float* S = infer_.data();
+  float* x = S;
+  float* ln = x + size_t(Tmax) * C;
+  float* atty = ln + size_t(Tmax) * C;
+  float* tmp = atty + size_t(Tmax) * C;
+  float* qkv = tmp + size_t(Tmax) * C;
+  float* fch = qkv + size_t(Tmax) * 3 * C;
+  float* logits = fch + size_t(Tmax) * 4 * C;
+  float mean[1024], rstd[1024];  // per-token stats in chunks of up to 1024 tokens
+  const int pos = cache_len_;
+  for (int i = 0; i < n; ++i) {
+    const float* e = P + wte_ + size_t(ids[i]) * C;
+    const float* p = P + wpe_ + size_t(pos + i) * C;
+    for (int k = 0; k < C; ++k) x[size_t(i) * C + k] = e[k] + p[k];
+  }
+  auto norm = [&](float* out, const float* in, const float* w, const float* b) {
+    for (int i0 = 0; i0 < n; i0 += 1024) {
+      int cnt = std::min(1024, n - i0);
+      cpu::layernorm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C, c.ln_eps);
+    }
+  };
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& w = layer_[l];
+    float* kc = kv_.data() + size_t(l) * 2 * Tmax * C;
+    float* vc = kc + size_t(Tmax) * C;
+    norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
+    nn::linear_forward(qkv, ln, P + w.attn_w, opt(w.attn_b), n, C, 3 * C);
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(kc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
+      std::memcpy(vc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + 2 * C, sizeof(float) * C);
+    }
+    AttnArgs<float> a;
+    a.B = 1;
+    a.NH = NH;
+    a.Tq = n;
+    a.Tk = pos + n;
+    a.HS = HS;
+    a.q_offset = pos;
+    a.causal = true;
+    a.q = qkv;
+    a.q_st = 3 * C;
+    a.q_sh = HS;
+    a.k = kc;
+    a.v = vc;
+    a.k_st = a.v_st = C;
+    a.k_sh = a.v_sh = HS;
+    a.out = atty;
+    a.o_st = C;
+    a.o_sh = HS;
+    cpu::attention_forward(a);
+    nn::linear_forward(tmp, atty, P + w.attnproj_w, opt(w.attnproj_b), n, C, C);
+    cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+    norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
+    nn::linear_forward(fch, ln, P + w.fc_w, opt(w.fc_b), n, C, 4 * C);
+    cpu::gelu_forward(fch, fch, int64_t(n) * 4 * C);
+    nn::linear_forward(tmp, fch, P + w.fcproj_w, opt(w.fcproj_b), n, 4 * C, C);
+    cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+  }
+  // Only the last position's logits are needed for the next token.
+  const float* xl = x + size_t(n - 1) * C;
+  cpu::layernorm_forward(ln, mean, rstd, xl, P + lnf_w_, opt(lnf_b_), 1, C, c.ln_eps);
+  cpu::gemm(false, true, 1, V, C, 1.0f, ln, C, P + wte_, C, 0.0f, logits, V);
+  cache_len_ += n;
+  return logits;
+}
+
+// ---- files ----
+
+void GPT::save(const std::string& path) const {
+  std::vector<TensorRef> refs;
+  for (const auto& p : params_)
+    refs.push_back({"transformer." + p.name, DType::F32, p.shape, params_buf_.data() + p.offset});
+  save_safetensors(path, refs, {{"format", "pt"}});
+}
+
+void GPT::load(const std::string& path) {
+  SafetensorsFile f(path);
+  for (const auto& p : params_) {
+    std::string name = "transformer." + p.name;
+    if (!f.has(name)) name = p.name;
+    QKV_CHECK(f.has(name), "{}: missing tensor 'transformer.{}'", path, p.name);
+    Tensor t = f.get(name);
+    QKV_CHECK(t.shape() == p.shape, "{}: tensor '{}' has shape {}, expected {}", path, name,
+              t.shape_str(), shape_to_string(p.shape));
+    QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
+              "{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", path, name, dtype_name(t.dtype()));
+    Tensor f32 = t.to_f32();
+    std::memcpy(params_buf_.data() + p.offset, f32.raw(), p.numel * sizeof(float));
+    for (size_t i = 0; i < p.numel; ++i)
+      QKV_CHECK(std::isfinite(params_buf_[p.offset + i]), "{}: tensor '{}' holds a non-finite value at index {}", path, name, i);
+  }
+  cache_len_ = 0;
+}
+
+GPT GPT::from_dir(const std::string& dir) {
+  const std::string cfg_path = dir + "/config.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    QKV_CHECK(false, "{}: not valid JSON ({})", cfg_path, e.what());
+  }
+  GPT m(GPTConfig::from_json(j, cfg_path));
+  m.load(dir + "/model.safetensors");
+  return m;
+}
+
+void GPT::save_dir(const std::string& dir) const {
+  make_dirs(dir);
+  write_file_atomic(dir + "/config.json", config_.to_json().dump(2) + "\n");
+  save(dir + "/model.safetensors");
+}
+
+}  // namespace qkv

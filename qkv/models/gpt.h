@@ -1,0 +1,99 @@
+// GPT (decoder-only Transformer), as GPT-2: token + learned position embeddings, pre-LayerNorm
+// blocks x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)) with a 4x GELU (tanh) MLP, final ln_f, and
+// the LM head tied to the token embedding. Parameters, gradients and activations each live in
+// one buffer planned up front, so a training step allocates nothing. The backward pass is
+// written per layer (no dynamic tape): see docs/architecture.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qkv/core/tensor.h"
+#include "qkv/models/gpt_config.h"
+
+namespace qkv {
+
+class GPT {
+ public:
+  // One parameter tensor: its Hugging Face GPT-2 name (without the "transformer." prefix),
+  // shape, offset into the flat parameter buffer, and whether AdamW decays it (2-D weights).
+  struct Param {
+    std::string name;
+    Shape shape;
+    size_t offset;
+    size_t numel;
+    bool decay;
+  };
+
+  explicit GPT(const GPTConfig& config);
+
+  const GPTConfig& config() const { return config_; }
+  const std::vector<Param>& params() const { return params_; }
+  size_t num_params() const { return n_params_; }
+  float* param_data() { return params_buf_.data(); }
+  const float* param_data() const { return params_buf_.data(); }
+  float* grad_data();  // allocated on first use
+  float* param(const std::string& name);
+
+  // GPT-2 init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), biases 0,
+  // LayerNorm gains 1. Deterministic in `seed`.
+  void init_weights(uint64_t seed);
+
+  // ids, targets (B,T) with T <= block_size; targets may be null (no loss), and target < 0
+  // is ignored. Returns the mean loss over counted targets (0 without targets).
+  float forward(const int32_t* ids, const int32_t* targets, int B, int T);
+  // Logits (B,T,V) of the last forward. Valid until backward() (which overwrites them).
+  const float* logits() const { return acts_.data() + act_logits_; }
+  // Accumulates d(mean loss)/d(params) into the gradient buffer. Needs forward with targets.
+  void backward();
+  void zero_grad();
+
+  // Inference with a KV cache, batch 1. reset_cache() starts a new sequence; extend() runs
+  // n tokens at positions cache_len()..cache_len()+n-1 and returns the logits (V) of the last.
+  void reset_cache() { cache_len_ = 0; }
+  int cache_len() const { return cache_len_; }
+  const float* extend(const int32_t* ids, int n);
+
+  // Hugging Face GPT-2 tensor names and layout ("transformer."-prefixed on save).
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+  // Reads a model directory: config.json + model.safetensors.
+  static GPT from_dir(const std::string& dir);
+  void save_dir(const std::string& dir) const;
+
+ private:
+  void plan_activations(int B, int T);
+  void plan_cache();
+
+  GPTConfig config_;
+  std::vector<Param> params_;
+  size_t n_params_ = 0;
+  std::vector<float> params_buf_, grads_buf_;
+
+  // Per-layer parameter offsets.
+  struct LayerOffsets {
+    size_t ln1_w, ln1_b, attn_w, attn_b, attnproj_w, attnproj_b, ln2_w, ln2_b, fc_w, fc_b,
+        fcproj_w, fcproj_b;
+  };
+  std::vector<LayerOffsets> layer_;
+  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
+  static constexpr size_t kNone = size_t(-1);
+
+  // Training activations for (B_, T_).
+  int B_ = 0, T_ = 0;
+  std::vector<float> acts_;
+  std::vector<int32_t> ids_, targets_;
+  bool have_targets_ = false;
+  float inv_count_ = 0;
+  size_t act_encoded_ = 0, act_layer_ = 0, act_layer_stride_ = 0, act_lnf_ = 0, act_lnf_mean_ = 0,
+         act_lnf_rstd_ = 0, act_logits_ = 0, act_losses_ = 0, act_lse_ = 0, act_dlosses_ = 0;
+  std::vector<float> grad_acts_;
+
+  // KV cache and inference scratch (batch 1).
+  int cache_len_ = 0;
+  std::vector<float> kv_;       // (L, 2, block_size, C)
+  std::vector<float> infer_;    // scratch for up to block_size tokens
+};
+
+}  // namespace qkv

@@ -1,0 +1,112 @@
+#include "qkv/models/gpt_config.h"
+
+#include "qkv/core/error.h"
+
+namespace qkv {
+
+void GPTConfig::validate(const std::string& where) const {
+  QKV_CHECK(n_layer >= 1 && n_layer <= 1024, "{}: n_layer {} out of range [1, 1024]", where, n_layer);
+  QKV_CHECK(n_head >= 1 && n_head <= 1024, "{}: n_head {} out of range [1, 1024]", where, n_head);
+  QKV_CHECK(n_embd >= 1 && n_embd <= 65536, "{}: n_embd {} out of range [1, 65536]", where, n_embd);
+  QKV_CHECK(n_embd % n_head == 0, "{}: n_embd {} is not divisible by n_head {}", where, n_embd, n_head);
+  QKV_CHECK(block_size >= 1 && block_size <= 1 << 20, "{}: block_size {} out of range [1, 1048576]",
+            where, block_size);
+  QKV_CHECK(vocab_size >= 1 && vocab_size <= 1 << 24, "{}: vocab_size {} out of range [1, 16777216]",
+            where, vocab_size);
+  QKV_CHECK(ln_eps > 0 && ln_eps < 1, "{}: layer_norm_epsilon {} out of range (0, 1)", where, ln_eps);
+  QKV_CHECK(num_params() < (int64_t(1) << 36), "{}: model of {} parameters is too large", where,
+            num_params());
+}
+
+int64_t GPTConfig::num_params() const {
+  const int64_t C = n_embd, b = bias ? 1 : 0;
+  const int64_t per_layer = 2 * C + 2 * C * b        // ln_1, ln_2
+                            + C * 3 * C + 3 * C * b  // c_attn
+                            + C * C + C * b          // attn.c_proj
+                            + C * 4 * C + 4 * C * b  // c_fc
+                            + 4 * C * C + C * b;     // mlp.c_proj
+  return int64_t(vocab_size) * C + int64_t(block_size) * C + n_layer * per_layer + C + C * b;
+}
+
+nlohmann::json GPTConfig::to_json() const {
+  return {{"model_type", "gpt2"},
+          {"architectures", {"GPT2LMHeadModel"}},
+          {"n_layer", n_layer},
+          {"n_head", n_head},
+          {"n_embd", n_embd},
+          {"n_positions", block_size},
+          {"n_ctx", block_size},
+          {"vocab_size", vocab_size},
+          {"layer_norm_epsilon", ln_eps},
+          {"activation_function", "gelu_new"},
+          {"bias", bias},
+          {"tie_word_embeddings", true}};
+}
+
+GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  QKV_CHECK(j.is_object(), "{}: expected a JSON object", where);
+  GPTConfig c;
+  auto get_int = [&](const char* key, int* out, bool required) {
+    if (!j.contains(key)) {
+      QKV_CHECK(!required, "{}: missing key '{}'", where, key);
+      return;
+    }
+    const auto& v = j[key];
+    QKV_CHECK(v.is_number_integer(), "{}: '{}' must be an integer, got {}", where, key, v.dump());
+    int64_t x = v.get<int64_t>();
+    QKV_CHECK(x >= 0 && x <= (int64_t(1) << 30), "{}: '{}' = {} is out of range", where, key, x);
+    *out = int(x);
+  };
+  get_int("n_layer", &c.n_layer, true);
+  get_int("n_head", &c.n_head, true);
+  get_int("n_embd", &c.n_embd, true);
+  get_int("vocab_size", &c.vocab_size, true);
+  if (j.contains("n_positions")) get_int("n_positions", &c.block_size, true);
+  else get_int("n_ctx", &c.block_size, true);
+  if (j.contains("layer_norm_epsilon")) {
+    QKV_CHECK(j["layer_norm_epsilon"].is_number(), "{}: 'layer_norm_epsilon' must be a number", where);
+    c.ln_eps = j["layer_norm_epsilon"].get<float>();
+  }
+  if (j.contains("bias")) {
+    QKV_CHECK(j["bias"].is_boolean(), "{}: 'bias' must be true or false", where);
+    c.bias = j["bias"].get<bool>();
+  }
+  if (j.contains("activation_function")) {
+    QKV_CHECK(j["activation_function"].is_string(), "{}: 'activation_function' must be a string", where);
+    std::string act = j["activation_function"].get<std::string>();
+    QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
+              "{}: activation_function '{}' is not supported (gelu_new)", where, act);
+  }
+  c.validate(where);
+  return c;
+}
+
+GPTConfig GPTConfig::preset(const std::string& name) {
+  GPTConfig c;
+  auto set = [&](int l, int h, int e, int bs, int v, bool bias) {
+    c.n_layer = l;
+    c.n_head = h;
+    c.n_embd = e;
+    c.block_size = bs;
+    c.vocab_size = v;
+    c.bias = bias;
+  };
+  if (name == "gpt2") set(12, 12, 768, 1024, 50257, true);
+  else if (name == "gpt2-medium") set(24, 16, 1024, 1024, 50257, true);
+  else if (name == "gpt2-large") set(36, 20, 1280, 1024, 50257, true);
+  else if (name == "gpt2-xl") set(48, 25, 1600, 1024, 50257, true);
+  else if (name == "shakespeare-char") set(6, 6, 384, 256, 65, false);
+  else if (name == "baby") set(4, 4, 128, 64, 65, false);
+  else {
+    std::string list;
+    for (const auto& n : preset_names()) list += (list.empty() ? "" : ", ") + n;
+    QKV_CHECK(false, "unknown preset '{}' (known: {})", name, list);
+  }
+  return c;
+}
+
+std::vector<std::string> GPTConfig::preset_names() {
+  return {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "shakespeare-char", "baby"};
+}
+
+}  // namespace qkv

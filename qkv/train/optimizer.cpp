@@ -1,0 +1,43 @@
+#include "qkv/train/optimizer.h"
+
+#include <cmath>
+
+#include "qkv/backend/cpu/cpu.h"
+
+namespace qkv {
+
+AdamW::AdamW(GPT& model, const AdamWConfig& cfg)
+    : model_(model), cfg_(cfg), m_(model.num_params(), 0.0f), v_(model.num_params(), 0.0f) {}
+
+void AdamW::step(float lr) {
+  ++t_;
+  const float bc1 = 1.0f - std::pow(cfg_.beta1, float(t_));
+  const float bc2 = 1.0f - std::pow(cfg_.beta2, float(t_));
+  float* p = model_.param_data();
+  const float* g = model_.grad_data();
+  for (const auto& prm : model_.params()) {
+    const size_t o = prm.offset;
+    cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
+                      cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f,
+                      bc1, bc2);
+  }
+}
+
+float clip_grad_norm(float* grads, size_t n, float max_norm) {
+  const float norm = float(std::sqrt(cpu::sum_squares(grads, int64_t(n))));
+  if (max_norm > 0) {
+    const float coef = max_norm / (norm + 1e-6f);
+    if (coef < 1.0f) cpu::scale(grads, int64_t(n), coef);
+  }
+  return norm;
+}
+
+float lr_schedule(int64_t it, float lr, float min_lr, int64_t warmup, int64_t decay_iters) {
+  if (it < warmup) return lr * float(it + 1) / float(warmup + 1);
+  if (it > decay_iters) return min_lr;
+  const double ratio = double(it - warmup) / double(std::max<int64_t>(1, decay_iters - warmup));
+  const double coeff = 0.5 * (1.0 + std::cos(M_PI * ratio));
+  return float(min_lr + coeff * (lr - min_lr));
+}
+
+}  // namespace qkv

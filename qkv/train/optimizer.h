@@ -1,0 +1,44 @@
+// AdamW with nanoGPT's parameter groups (weight decay on 2-D weights only), global-norm gradient
+// clipping, and the warmup + cosine learning-rate schedule.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "qkv/models/gpt.h"
+
+namespace qkv {
+
+struct AdamWConfig {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+class AdamW {
+ public:
+  AdamW(GPT& model, const AdamWConfig& cfg);
+  // One update with learning rate `lr` from the model's gradient buffer; increments step().
+  void step(float lr);
+  int64_t steps() const { return t_; }
+  void set_steps(int64_t t) { t_ = t; }
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+
+ private:
+  GPT& model_;
+  AdamWConfig cfg_;
+  std::vector<float> m_, v_;
+  int64_t t_ = 0;
+};
+
+// Global L2 norm of all gradients; if it exceeds max_norm (> 0), scales them to max_norm, as
+// torch.nn.utils.clip_grad_norm_ (factor max_norm / (norm + 1e-6)). Returns the norm before.
+float clip_grad_norm(float* grads, size_t n, float max_norm);
+
+// nanoGPT's get_lr: linear warmup lr*(it+1)/(warmup+1), then cosine decay to min_lr at
+// decay_iters, min_lr after.
+float lr_schedule(int64_t it, float lr, float min_lr, int64_t warmup, int64_t decay_iters);
+
+}  // namespace qkv

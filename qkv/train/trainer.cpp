@@ -1,0 +1,236 @@
+#include "qkv/train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <nlohmann/json.hpp>
+
+#include "qkv/core/error.h"
+#include "qkv/core/file.h"
+#include "qkv/core/parallel.h"
+#include "qkv/data/dataset.h"
+#include "qkv/io/safetensors.h"
+#include "qkv/models/gpt.h"
+#include "qkv/tokenizer/char_tokenizer.h"
+#include "qkv/train/optimizer.h"
+
+namespace qkv {
+
+std::atomic<bool> g_stop_training{false};
+
+namespace {
+
+constexpr uint64_t kEvalStream = uint64_t(1) << 40;
+const char* kStateFile = "train_state.safetensors";
+const char* kLogFile = "log.jsonl";
+
+void check_options(const TrainOptions& o) {
+  QKV_CHECK(!o.data.empty(), "--data is required");
+  QKV_CHECK(!o.out.empty(), "--out is required");
+  QKV_CHECK(o.tokenizer == "char" || o.tokenizer == "byte", "--tokenizer must be char or byte, got '{}'", o.tokenizer);
+  QKV_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
+  QKV_CHECK(o.max_iters >= 0, "--max-iters must be >= 0, got {}", o.max_iters);
+  QKV_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "--learning-rate must be > 0");
+  QKV_CHECK(o.min_lr >= 0 && o.min_lr <= o.learning_rate, "--min-lr must be in [0, learning rate]");
+  QKV_CHECK(o.warmup_iters >= 0, "--warmup-iters must be >= 0");
+  QKV_CHECK(o.weight_decay >= 0, "--weight-decay must be >= 0");
+  QKV_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "--beta1/--beta2 must be in [0, 1)");
+  QKV_CHECK(o.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)");
+  QKV_CHECK(o.eval_interval >= 1, "--eval-interval must be >= 1");
+  QKV_CHECK(o.eval_iters >= 1, "--eval-iters must be >= 1");
+  QKV_CHECK(o.checkpoint_interval >= 0, "--checkpoint-interval must be >= 0");
+  QKV_CHECK(o.log_interval >= 1, "--log-interval must be >= 1");
+}
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  int64_t t = int64_t(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+// Keeps the log entries that precede the resumed step (train steps < step, evaluations <= step).
+void truncate_log(const std::string& path, int64_t step) {
+  if (!file_exists(path)) return;
+  std::istringstream in(read_file(path));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      int64_t s = j.at("step").get<int64_t>();
+      if (j.contains("val_loss") ? s <= step : s < step) kept += line + "\n";
+    } catch (const std::exception&) {
+      // A torn last line from a killed run: drop it.
+    }
+  }
+  write_file_atomic(path, kept);
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& opt_in) {
+  TrainOptions opt = opt_in;
+  check_options(opt);
+  const auto t_start = std::chrono::steady_clock::now();
+  const std::string text = read_file(opt.data);
+  QKV_CHECK(!text.empty(), "{}: the data file is empty", opt.data);
+  make_dirs(opt.out);
+  const std::string state_path = opt.out + "/" + kStateFile;
+  const bool resuming = opt.resume && file_exists(state_path);
+  if (opt.resume && !resuming && !opt.quiet)
+    std::printf("no checkpoint in %s: starting from scratch\n", opt.out.c_str());
+
+  CharTokenizer tok = resuming ? CharTokenizer::load(opt.out + "/" + CharTokenizer::kFileName)
+                      : opt.tokenizer == "byte" ? CharTokenizer::bytes()
+                                                : CharTokenizer::from_text(text);
+  opt.model.vocab_size = tok.vocab_size();
+  opt.model.validate("model config");
+  const TokenSplit split = split_tokens(tok.encode(text));
+  const int T = opt.model.block_size, B = opt.batch_size;
+  QKV_CHECK(split.train.size() > size_t(T),
+            "{}: the training split has {} tokens, fewer than one block of {} + 1 (use a longer corpus or a smaller --block-size)",
+            opt.data, split.train.size(), T);
+  QKV_CHECK(split.val.size() > size_t(T),
+            "{}: the validation split (last 10%) has {} tokens, fewer than one block of {} + 1 (use a longer corpus or a smaller --block-size)",
+            opt.data, split.val.size(), T);
+  const int64_t decay_iters = opt.lr_decay_iters < 0 ? opt.max_iters : opt.lr_decay_iters;
+
+  GPT model(opt.model);
+  AdamW adam(model, {opt.beta1, opt.beta2, 1e-8f, opt.weight_decay});
+  int64_t start = 0;
+  if (resuming) {
+    SafetensorsFile st(state_path);
+    const auto& md = st.metadata();
+    QKV_CHECK(md.count("config") && md.count("step") && md.count("train_tokens"),
+              "{}: not a qkv training checkpoint (metadata missing)", state_path);
+    QKV_CHECK(nlohmann::json::parse(md.at("config")) == opt.model.to_json(),
+              "{}: the checkpoint's model config differs from this run's; resume with the same flags", state_path);
+    QKV_CHECK(std::stoull(md.at("train_tokens")) == split.train.size(),
+              "{}: the checkpoint was trained on different data ({} training tokens, now {})", state_path,
+              md.at("train_tokens"), split.train.size());
+    start = std::stoll(md.at("step"));
+    auto load_flat = [&](const char* name, float* dst) {
+      Tensor t = st.get(name);
+      QKV_CHECK(t.dtype() == DType::F32 && size_t(t.numel()) == model.num_params(),
+                "{}: tensor '{}' has the wrong size", state_path, name);
+      std::memcpy(dst, t.raw(), model.num_params() * sizeof(float));
+    };
+    load_flat("params", model.param_data());
+    load_flat("adam_m", adam.m().data());
+    load_flat("adam_v", adam.v().data());
+    adam.set_steps(start);
+    truncate_log(opt.out + "/" + kLogFile, start);
+    if (!opt.quiet) std::printf("resuming from step %lld\n", static_cast<long long>(start));
+  } else {
+    model.init_weights(opt.seed);
+    write_file_atomic(opt.out + "/" + kLogFile, "");
+  }
+  tok.save(opt.out + "/" + CharTokenizer::kFileName);
+  write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
+
+  FILE* log = std::fopen((opt.out + "/" + kLogFile).c_str(), "a");
+  QKV_CHECK(log != nullptr, "cannot open {}/{} for appending: {}", opt.out, kLogFile, std::strerror(errno));
+  const bool tty = !opt.quiet && ::isatty(STDOUT_FILENO);
+  if (!opt.quiet)
+    std::printf("model: %lld parameters (%d layers, %d heads, %d channels, block %d, vocab %d); "
+                "data: %zu train / %zu val tokens; %d threads, %s kernels\n",
+                static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
+                opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
+                num_threads(), "cpu");
+
+  std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+  auto evaluate = [&](int64_t step) {
+    double sum = 0;
+    for (int k = 0; k < opt.eval_iters; ++k) {
+      sample_batch(split.val, B, T, opt.seed, kEvalStream + uint64_t(step) * 4096 + uint64_t(k), x.data(), y.data(), "validation");
+      sum += model.forward(x.data(), y.data(), B, T);
+    }
+    return float(sum / opt.eval_iters);
+  };
+  auto checkpoint = [&](int64_t step) {
+    std::map<std::string, std::string> md = {{"step", std::to_string(step)},
+                                             {"config", opt.model.to_json().dump()},
+                                             {"train_tokens", std::to_string(split.train.size())},
+                                             {"seed", std::to_string(opt.seed)}};
+    const Shape flat = {int64_t(model.num_params())};
+    save_safetensors(state_path,
+                     {{"params", DType::F32, flat, model.param_data()},
+                      {"adam_m", DType::F32, flat, adam.m().data()},
+                      {"adam_v", DType::F32, flat, adam.v().data()}},
+                     md);
+    model.save(opt.out + "/model.safetensors");
+  };
+
+  TrainResult res;
+  const int64_t ckpt_every = opt.checkpoint_interval > 0 ? opt.checkpoint_interval : opt.eval_interval;
+  auto t_loop = std::chrono::steady_clock::now();
+  int64_t steps_timed = 0;
+  double step_seconds_sum = 0;
+  for (int64_t it = start; it <= opt.max_iters; ++it) {
+    const bool last = it == opt.max_iters;
+    if ((it % opt.eval_interval == 0 || last) && !(resuming && it == start)) {
+      const float vl = evaluate(it);
+      res.last_val_loss = vl;
+      std::fprintf(log, "{\"step\": %lld, \"val_loss\": %.6f}\n", static_cast<long long>(it), vl);
+      std::fflush(log);
+      if (!opt.quiet) {
+        if (tty) std::printf("\r\033[K");
+        std::printf("step %lld/%lld: val loss %.4f\n", static_cast<long long>(it),
+                    static_cast<long long>(opt.max_iters), vl);
+      }
+    }
+    if (((it % ckpt_every == 0 && it > start) || last) && !(resuming && it == start && !last)) checkpoint(it);
+    if (last) break;
+    if (g_stop_training.load()) {
+      checkpoint(it);
+      res.interrupted = true;
+      if (!opt.quiet) std::printf("%sstopped at step %lld; checkpoint written, continue with --resume\n", tty ? "\r\033[K" : "", static_cast<long long>(it));
+      break;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const float lr = lr_schedule(it, opt.learning_rate, opt.min_lr, opt.warmup_iters, decay_iters);
+    sample_batch(split.train, B, T, opt.seed, uint64_t(it), x.data(), y.data(), "training");
+    model.zero_grad();
+    const float loss = model.forward(x.data(), y.data(), B, T);
+    QKV_CHECK(std::isfinite(loss), "training diverged at step {}: loss is {} (lower --learning-rate?)", it, loss);
+    model.backward();
+    clip_grad_norm(model.grad_data(), model.num_params(), opt.grad_clip);
+    adam.step(lr);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    res.last_loss = loss;
+    res.steps_done = it + 1;
+    if (it > start) {  // the first step pays one-time allocations
+      ++steps_timed;
+      step_seconds_sum += dt;
+    }
+    const double avg = steps_timed > 0 ? step_seconds_sum / double(steps_timed) : dt;
+    const double tps = double(B) * T / dt;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::fprintf(log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"tokens_per_sec\": %.1f, \"elapsed_s\": %.3f}\n",
+                 static_cast<long long>(it), loss, lr, tps, elapsed);
+    if (!opt.quiet) {
+      const double eta = avg * double(opt.max_iters - it - 1);
+      std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", it + 1,
+                                     opt.max_iters, loss, lr, tps, fmt_duration(eta));
+      if (tty) {
+        std::printf("\r\033[K%s", line.c_str());
+        std::fflush(stdout);
+      } else if ((it + 1) % opt.log_interval == 0 || it + 1 == opt.max_iters) {
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+  std::fclose(log);
+  if (tty) std::printf("\n");
+  (void)t_loop;
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return res;
+}
+
+}  // namespace qkv

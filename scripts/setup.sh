@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qkv needs (as root, or through sudo), only those missing.
+#   scripts/setup.sh          build + demo packages
+#   scripts/setup.sh --test   also the test packages (GoogleTest, PyTorch for the reference)
+set -euo pipefail
+
+pkgs=(g++ cmake make libfmt-dev nlohmann-json3-dev libcli11-dev fortunes)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(libgtest-dev python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,212 @@
+// Every CPU kernel, in every instruction-set build this machine runs, against the scalar
+// reference on seeded random inputs of awkward shapes (1, primes, not multiples of the vector
+// width). f32 tolerances: ~1e-5 relative.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/backend/ref/ref.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+using test::all_close;
+using test::randn;
+
+class CpuVsRef : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!cpu::isa_supported(GetParam())) GTEST_SKIP() << GetParam() << " not on this CPU";
+    cpu::set_isa(GetParam());
+  }
+  void TearDown() override {
+    for (const char* isa : {"avx512", "avx2", "generic"})
+      if (cpu::isa_supported(isa)) {
+        cpu::set_isa(isa);
+        break;
+      }
+  }
+};
+
+TEST_P(CpuVsRef, Gemm) {
+  const std::vector<std::tuple<int, int, int>> shapes = {
+      {1, 1, 1}, {3, 5, 7}, {13, 17, 19}, {4, 50, 33}, {37, 101, 96}, {200, 130, 777}, {97, 2304, 64}};
+  uint64_t seed = 1;
+  for (auto [M, N, K] : shapes)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (float beta : {0.0f, 1.0f}) {
+          auto A = randn(size_t(M) * K, seed++);
+          auto B = randn(size_t(K) * N, seed++);
+          auto C0 = randn(size_t(M) * N, seed++);
+          auto c_ref = C0, c_cpu = C0;
+          int64_t lda = ta ? M : K, ldb = tb ? K : N;
+          ref::gemm<float>(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta,
+                           c_ref.data(), N);
+          cpu::gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, c_cpu.data(), N);
+          EXPECT_TRUE(all_close(c_cpu, c_ref, 1e-4, 2e-5 * std::sqrt(double(K)),
+                                "gemm M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                    " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
+                                    " tb=" + std::to_string(tb)));
+        }
+}
+
+TEST_P(CpuVsRef, EncoderForwardBackward) {
+  for (auto [B, T, C, V] : std::vector<std::tuple<int, int, int, int>>{{1, 1, 1, 3}, {2, 7, 37, 11}, {3, 13, 96, 5}}) {
+    auto wte = randn(size_t(V) * C, 1), wpe = randn(size_t(T) * C, 2);
+    std::vector<int32_t> ids(size_t(B) * T);
+    Rng rng(3, 0);
+    for (auto& x : ids) x = int32_t(rng.below(V));
+    std::vector<float> o1(size_t(B) * T * C), o2(o1.size());
+    ref::encoder_forward(o1.data(), ids.data(), wte.data(), wpe.data(), B, T, C);
+    cpu::encoder_forward(o2.data(), ids.data(), wte.data(), wpe.data(), B, T, C);
+    EXPECT_TRUE(all_close(o2, o1, 1e-6, 1e-6, "encoder_forward"));
+    auto dout = randn(o1.size(), 4);
+    std::vector<float> dwte1(wte.size()), dwpe1(wpe.size()), dwte2(wte.size()), dwpe2(wpe.size());
+    ref::encoder_backward(dwte1.data(), dwpe1.data(), dout.data(), ids.data(), B, T, C);
+    cpu::encoder_backward(dwte2.data(), dwpe2.data(), dout.data(), ids.data(), B, T, C);
+    EXPECT_TRUE(all_close(dwte2, dwte1, 1e-5, 1e-5, "dwte"));
+    EXPECT_TRUE(all_close(dwpe2, dwpe1, 1e-5, 1e-5, "dwpe"));
+  }
+}
+
+TEST_P(CpuVsRef, LayerNorm) {
+  for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 96}, {5, 768}, {2, 33}}) {
+    for (bool with_bias : {true, false}) {
+      auto x = randn(size_t(N) * C, 11, 2.0), w = randn(size_t(C), 12), bb = randn(size_t(C), 13);
+      const float* bias = with_bias ? bb.data() : nullptr;
+      std::vector<float> o1(x.size()), o2(x.size()), m1(N), m2(N), r1(N), r2(N);
+      ref::layernorm_forward(o1.data(), m1.data(), r1.data(), x.data(), w.data(), bias, N, C, 1e-5f);
+      cpu::layernorm_forward(o2.data(), m2.data(), r2.data(), x.data(), w.data(), bias, N, C, 1e-5f);
+      EXPECT_TRUE(all_close(o2, o1, 1e-4, 1e-5, "layernorm out"));
+      EXPECT_TRUE(all_close(r2, r1, 1e-4, 1e-5, "layernorm rstd"));
+      auto dy = randn(x.size(), 14);
+      auto dx1 = randn(x.size(), 15), dx2 = dx1;  // accumulate onto existing values
+      std::vector<float> dw1(C), dw2(C), db1(C), db2(C);
+      ref::layernorm_backward(dx1.data(), dw1.data(), with_bias ? db1.data() : nullptr, dy.data(),
+                              x.data(), w.data(), m1.data(), r1.data(), N, C);
+      cpu::layernorm_backward(dx2.data(), dw2.data(), with_bias ? db2.data() : nullptr, dy.data(),
+                              x.data(), w.data(), m1.data(), r1.data(), N, C);
+      EXPECT_TRUE(all_close(dx2, dx1, 1e-4, 1e-4, "layernorm dx"));
+      EXPECT_TRUE(all_close(dw2, dw1, 1e-4, 1e-4, "layernorm dw"));
+      EXPECT_TRUE(all_close(db2, db1, 1e-4, 1e-4, "layernorm db"));
+    }
+  }
+}
+
+TEST_P(CpuVsRef, BiasGeluResidual) {
+  for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 97}, {4, 3072}}) {
+    size_t n = size_t(N) * C;
+    auto x = randn(n, 21, 3.0), b = randn(size_t(C), 22);
+    auto o1 = x, o2 = x;
+    ref::bias_forward(o1.data(), b.data(), N, C);
+    cpu::bias_forward(o2.data(), b.data(), N, C);
+    EXPECT_TRUE(all_close(o2, o1, 1e-6, 1e-6, "bias_forward"));
+    std::vector<float> db1(C), db2(C);
+    ref::bias_backward(db1.data(), x.data(), N, C);
+    cpu::bias_backward(db2.data(), x.data(), N, C);
+    EXPECT_TRUE(all_close(db2, db1, 1e-5, 1e-5, "bias_backward"));
+    std::vector<float> g1(n), g2(n);
+    ref::gelu_forward(g1.data(), x.data(), int64_t(n));
+    cpu::gelu_forward(g2.data(), x.data(), int64_t(n));
+    EXPECT_TRUE(all_close(g2, g1, 1e-5, 1e-6, "gelu_forward"));
+    auto dy = randn(n, 23);
+    auto d1 = randn(n, 24), d2 = d1;
+    ref::gelu_backward(d1.data(), x.data(), dy.data(), int64_t(n));
+    cpu::gelu_backward(d2.data(), x.data(), dy.data(), int64_t(n));
+    EXPECT_TRUE(all_close(d2, d1, 1e-5, 1e-5, "gelu_backward"));
+    ref::residual_forward(o1.data(), x.data(), dy.data(), int64_t(n));
+    cpu::residual_forward(o2.data(), x.data(), dy.data(), int64_t(n));
+    EXPECT_TRUE(all_close(o2, o1, 0, 0, "residual"));
+  }
+}
+
+// Attention over a packed qkv buffer, plus a decode-style case (q_offset, separate buffers).
+TEST_P(CpuVsRef, Attention) {
+  struct Case { int B, NH, T, HS; };
+  for (Case c : {Case{1, 1, 1, 1}, Case{2, 3, 37, 32}, Case{1, 2, 70, 64}, Case{2, 1, 130, 7}, Case{1, 4, 5, 16}}) {
+    const int C = c.NH * c.HS;
+    size_t nqkv = size_t(c.B) * c.T * 3 * C, nout = size_t(c.B) * c.T * C;
+    auto qkv = randn(nqkv, 31);
+    std::vector<float> o1(nout), o2(nout), l1(size_t(c.B) * c.NH * c.T), l2(l1.size());
+    auto a1 = attn_args_packed_qkv<float>(qkv.data(), o1.data(), l1.data(), c.B, c.T, c.NH, c.HS);
+    auto a2 = attn_args_packed_qkv<float>(qkv.data(), o2.data(), l2.data(), c.B, c.T, c.NH, c.HS);
+    ref::attention_forward(a1);
+    cpu::attention_forward(a2);
+    EXPECT_TRUE(all_close(o2, o1, 1e-4, 1e-5, "attention out"));
+    EXPECT_TRUE(all_close(l2, l1, 1e-5, 1e-5, "attention lse"));
+    auto dout = randn(nout, 32);
+    std::vector<float> dqkv1(nqkv), dqkv2(nqkv);
+    a1.dout = a2.dout = dout.data();
+    a1.dq = dqkv1.data(); a1.dk = dqkv1.data() + C; a1.dv = dqkv1.data() + 2 * C;
+    a2.dq = dqkv2.data(); a2.dk = dqkv2.data() + C; a2.dv = dqkv2.data() + 2 * C;
+    ref::attention_backward(a1);
+    cpu::attention_backward(a2);
+    EXPECT_TRUE(all_close(dqkv2, dqkv1, 1e-4, 1e-4, "attention dqkv"));
+    // The last few queries at an offset against all keys (the KV-cache decode shape).
+    AttnArgs<float> d1 = a1, d2 = a2;
+    const int nq = std::min(3, c.T);
+    for (AttnArgs<float>* d : {&d1, &d2}) {
+      d->Tq = nq;
+      d->q_offset = c.T - nq;
+      d->q = qkv.data() + int64_t(c.T - nq) * 3 * C;
+      d->lse = nullptr;
+    }
+    std::vector<float> od1(nout), od2(nout);
+    d1.out = od1.data();
+    d2.out = od2.data();
+    ref::attention_forward(d1);
+    cpu::attention_forward(d2);
+    EXPECT_TRUE(all_close(od2, od1, 1e-4, 1e-5, "attention decode"));
+    // And it equals the full causal result's last rows.
+    for (int b = 0; b < c.B; ++b)
+      EXPECT_TRUE(all_close(od2.data() + size_t(b) * c.T * C, o1.data() + (size_t(b) * c.T + c.T - nq) * C,
+                            size_t(nq) * C, 1e-4, 1e-5, "decode vs full"));
+  }
+}
+
+TEST_P(CpuVsRef, CrossEntropy) {
+  for (auto [N, V] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 101}, {4, 50257}}) {
+    auto logits = randn(size_t(N) * V, 41, 3.0);
+    std::vector<int32_t> tg(N);
+    Rng rng(42, 0);
+    for (auto& t : tg) t = int32_t(rng.below(V));
+    if (N > 2) tg[1] = -1;  // ignored position
+    std::vector<float> l1(N), l2(N), s1(N), s2(N);
+    ref::crossentropy_forward(l1.data(), s1.data(), logits.data(), tg.data(), N, V);
+    cpu::crossentropy_forward(l2.data(), s2.data(), logits.data(), tg.data(), N, V);
+    EXPECT_TRUE(all_close(l2, l1, 1e-5, 1e-5, "ce loss"));
+    auto dl = randn(size_t(N), 43);
+    std::vector<float> g1(logits.size()), g2 = logits;  // cpu runs in place
+    ref::crossentropy_backward(g1.data(), logits.data(), s1.data(), tg.data(), dl.data(), N, V);
+    cpu::crossentropy_backward(g2.data(), g2.data(), s1.data(), tg.data(), dl.data(), N, V);
+    EXPECT_TRUE(all_close(g2, g1, 1e-5, 1e-6, "ce dlogits"));
+  }
+}
+
+TEST_P(CpuVsRef, AdamWAndNorm) {
+  for (int n : {1, 7, 1000, 40000}) {
+    auto p1 = randn(size_t(n), 51), g = randn(size_t(n), 52), m1 = randn(size_t(n), 53, 0.1);
+    auto v1 = randn(size_t(n), 54, 0.1);
+    for (auto& x : v1) x = x * x;
+    auto p2 = p1, m2 = m1, v2 = v1;
+    ref::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f);
+    cpu::adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f);
+    EXPECT_TRUE(all_close(p2, p1, 1e-6, 1e-7, "adamw p"));
+    EXPECT_TRUE(all_close(m2, m1, 1e-6, 1e-7, "adamw m"));
+    EXPECT_TRUE(all_close(v2, v1, 1e-6, 1e-7, "adamw v"));
+    double s = 0;
+    for (float x : g) s += double(x) * x;
+    EXPECT_NEAR(cpu::sum_squares(g.data(), n), s, 1e-9 * s);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, CpuVsRef, ::testing::Values("avx512", "avx2", "generic"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace qkv

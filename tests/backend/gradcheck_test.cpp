@@ -1,0 +1,150 @@
+// Every backward kernel against central finite differences, in double precision on tiny
+// shapes, through the reference backend. The loss is L = sum(out * R) for a random R, so the
+// analytic gradient is backward(dout = R).
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <vector>
+
+#include "qkv/backend/ref/ref.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+using Vec = std::vector<double>;
+using test::randn;
+
+// d/dx of f(x) = sum(forward(x) * R) by central differences, for every element of x.
+Vec numeric_grad(Vec& x, const std::function<double()>& loss) {
+  const double eps = 1e-6;
+  Vec g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    double keep = x[i];
+    x[i] = keep + eps;
+    double lp = loss();
+    x[i] = keep - eps;
+    double lm = loss();
+    x[i] = keep;
+    g[i] = (lp - lm) / (2 * eps);
+  }
+  return g;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+#define EXPECT_GRAD(analytic, numeric) \
+  EXPECT_TRUE(test::all_close(analytic, numeric, 1e-6, 1e-7, #analytic))
+
+TEST(GradCheck, Matmul) {
+  const int M = 3, N = 5, K = 4;
+  Vec A = randn<double>(M * K, 1), B = randn<double>(K * N, 2), R = randn<double>(M * N, 3);
+  auto loss = [&] {
+    Vec C(M * N);
+    ref::gemm<double>(false, false, M, N, K, 1.0, A.data(), K, B.data(), N, 0.0, C.data(), N);
+    return dot(C, R);
+  };
+  // dA = R @ B^T, dB = A^T @ R (the matmul backward as the model runs it).
+  Vec dA(M * K), dB(K * N);
+  ref::gemm<double>(false, true, M, K, N, 1.0, R.data(), N, B.data(), N, 0.0, dA.data(), K);
+  ref::gemm<double>(true, false, K, N, M, 1.0, A.data(), K, R.data(), N, 0.0, dB.data(), N);
+  EXPECT_GRAD(dA, numeric_grad(A, loss));
+  EXPECT_GRAD(dB, numeric_grad(B, loss));
+}
+
+TEST(GradCheck, Encoder) {
+  const int B = 2, T = 3, C = 4, V = 5;
+  std::vector<int32_t> ids = {0, 3, 3, 1, 4, 0};
+  Vec wte = randn<double>(V * C, 4), wpe = randn<double>(T * C, 5), R = randn<double>(B * T * C, 6);
+  auto loss = [&] {
+    Vec o(B * T * C);
+    ref::encoder_forward(o.data(), ids.data(), wte.data(), wpe.data(), B, T, C);
+    return dot(o, R);
+  };
+  Vec dwte(wte.size()), dwpe(wpe.size());
+  ref::encoder_backward(dwte.data(), dwpe.data(), R.data(), ids.data(), B, T, C);
+  EXPECT_GRAD(dwte, numeric_grad(wte, loss));
+  EXPECT_GRAD(dwpe, numeric_grad(wpe, loss));
+}
+
+TEST(GradCheck, LayerNorm) {
+  const int N = 3, C = 5;
+  Vec x = randn<double>(N * C, 7), w = randn<double>(C, 8), b = randn<double>(C, 9), R = randn<double>(N * C, 10);
+  Vec mean(N), rstd(N);
+  auto loss = [&] {
+    Vec o(N * C);
+    ref::layernorm_forward(o.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+    return dot(o, R);
+  };
+  loss();
+  Vec dx(x.size()), dw(C), db(C);
+  ref::layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+  EXPECT_GRAD(dx, numeric_grad(x, loss));
+  EXPECT_GRAD(dw, numeric_grad(w, loss));
+  EXPECT_GRAD(db, numeric_grad(b, loss));
+}
+
+TEST(GradCheck, BiasAndGelu) {
+  const int N = 3, C = 4;
+  Vec x = randn<double>(N * C, 11, 2.0), b = randn<double>(C, 12), R = randn<double>(N * C, 13);
+  auto loss_bias = [&] {
+    Vec o = x;
+    ref::bias_forward(o.data(), b.data(), N, C);
+    return dot(o, R);
+  };
+  Vec db(C);
+  ref::bias_backward(db.data(), R.data(), N, C);
+  EXPECT_GRAD(db, numeric_grad(b, loss_bias));
+  auto loss_gelu = [&] {
+    Vec o(x.size());
+    ref::gelu_forward(o.data(), x.data(), int64_t(x.size()));
+    return dot(o, R);
+  };
+  Vec dx(x.size());
+  ref::gelu_backward(dx.data(), x.data(), R.data(), int64_t(x.size()));
+  EXPECT_GRAD(dx, numeric_grad(x, loss_gelu));
+}
+
+TEST(GradCheck, CausalAttention) {
+  const int B = 2, NH = 2, T = 4, HS = 3, C = NH * HS;
+  Vec qkv = randn<double>(B * T * 3 * C, 14), R = randn<double>(B * T * C, 15);
+  Vec lse(B * NH * T);
+  auto loss = [&] {
+    Vec o(B * T * C);
+    auto a = attn_args_packed_qkv<double>(qkv.data(), o.data(), lse.data(), B, T, NH, HS);
+    ref::attention_forward(a);
+    return dot(o, R);
+  };
+  loss();
+  Vec o(B * T * C), dqkv(qkv.size());
+  auto a = attn_args_packed_qkv<double>(qkv.data(), o.data(), lse.data(), B, T, NH, HS);
+  ref::attention_forward(a);
+  a.dout = R.data();
+  a.dq = dqkv.data();
+  a.dk = dqkv.data() + C;
+  a.dv = dqkv.data() + 2 * C;
+  ref::attention_backward(a);
+  EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
+}
+
+TEST(GradCheck, CrossEntropy) {
+  const int N = 4, V = 6;
+  Vec logits = randn<double>(N * V, 16, 2.0), dl = randn<double>(N, 17);
+  std::vector<int32_t> tg = {2, 0, -1, 5};
+  auto loss = [&] {
+    Vec l(N), s(N);
+    ref::crossentropy_forward(l.data(), s.data(), logits.data(), tg.data(), N, V);
+    return dot(l, dl);
+  };
+  Vec l(N), s(N), g(logits.size());
+  ref::crossentropy_forward(l.data(), s.data(), logits.data(), tg.data(), N, V);
+  ref::crossentropy_backward(g.data(), logits.data(), s.data(), tg.data(), dl.data(), N, V);
+  EXPECT_GRAD(g, numeric_grad(logits, loss));
+}
+
+}  // namespace
+}  // namespace qkv

@@ -1,0 +1,63 @@
+// Helpers shared by the tests: seeded random data and comparisons that report the first
+// mismatch, both values and the max difference.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qkv/core/rng.h"
+
+namespace qkv::test {
+
+template <typename T = float>
+std::vector<T> randn(size_t n, uint64_t seed, double stddev = 1.0) {
+  Rng rng(seed, 7);
+  std::vector<T> v(n);
+  for (auto& x : v) x = T(rng.normal() * stddev);
+  return v;
+}
+
+// Max |a-b| / max(|b|) over the whole tensor (scale-aware relative error).
+template <typename A, typename B>
+double rel_err(const A* a, const B* b, size_t n) {
+  double md = 0, mb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    md = std::max(md, std::abs(double(a[i]) - double(b[i])));
+    mb = std::max(mb, std::abs(double(b[i])));
+  }
+  return mb > 0 ? md / mb : md;
+}
+
+// Elementwise |a-b| <= atol + rtol*|b|; reports the first failure.
+template <typename A, typename B>
+::testing::AssertionResult all_close(const A* a, const B* b, size_t n, double rtol, double atol,
+                                     const std::string& what = "") {
+  double maxdiff = 0;
+  size_t first = n;
+  for (size_t i = 0; i < n; ++i) {
+    double d = std::abs(double(a[i]) - double(b[i]));
+    if (!(d <= atol + rtol * std::abs(double(b[i])))) {
+      if (first == n) first = i;
+    }
+    if (!(d <= maxdiff)) maxdiff = d;
+  }
+  if (first == n) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << what << ": first mismatch at index " << first << ": got " << double(a[first])
+         << ", expected " << double(b[first]) << "; max abs diff " << maxdiff << " over " << n
+         << " elements";
+}
+
+template <typename A, typename B>
+::testing::AssertionResult all_close(const std::vector<A>& a, const std::vector<B>& b,
+                                     double rtol, double atol, const std::string& what = "") {
+  if (a.size() != b.size())
+    return ::testing::AssertionFailure() << what << ": size " << a.size() << " vs " << b.size();
+  return all_close(a.data(), b.data(), a.size(), rtol, atol, what);
+}
+
+}  // namespace qkv::test

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""PyTorch reference for qkv's GPT (an independent implementation, used by the tests).
+
+The model is GPT-2 as Hugging Face lays it out: Conv1D weights stored (in, out), GELU in tanh
+form, pre-LayerNorm blocks, tied LM head. `parity` builds a random model, writes it as a qkv /
+Hugging Face model directory, and writes the logits, loss, every gradient and the parameters
+after 3 AdamW steps (nanoGPT's decay groups, global-norm clipping, warmup + cosine LR).
+
+Run with Debian's python3-torch:  /usr/bin/python3 tools/reference/gpt_ref.py parity --out DIR ...
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
+
+
+class GPT(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        C, L, bias = cfg["n_embd"], cfg["n_layer"], cfg["bias"]
+        p = {}
+        p["wte.weight"] = (cfg["vocab_size"], C)
+        p["wpe.weight"] = (cfg["n_positions"], C)
+        for i in range(L):
+            h = f"h.{i}."
+            p[h + "ln_1.weight"] = (C,)
+            if bias: p[h + "ln_1.bias"] = (C,)
+            p[h + "attn.c_attn.weight"] = (C, 3 * C)
+            if bias: p[h + "attn.c_attn.bias"] = (3 * C,)
+            p[h + "attn.c_proj.weight"] = (C, C)
+            if bias: p[h + "attn.c_proj.bias"] = (C,)
+            p[h + "ln_2.weight"] = (C,)
+            if bias: p[h + "ln_2.bias"] = (C,)
+            p[h + "mlp.c_fc.weight"] = (C, 4 * C)
+            if bias: p[h + "mlp.c_fc.bias"] = (4 * C,)
+            p[h + "mlp.c_proj.weight"] = (4 * C, C)
+            if bias: p[h + "mlp.c_proj.bias"] = (C,)
+        p["ln_f.weight"] = (C,)
+        if bias: p["ln_f.bias"] = (C,)
+        self.names = list(p)
+        self.params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(torch.zeros(s)) for k, s in p.items()})
+
+    def P(self, name):
+        return self.params[name.replace(".", "__")]
+
+    def opt(self, name):
+        key = name.replace(".", "__")
+        return self.params[key] if key in self.params else None
+
+    def forward(self, idx, targets=None):
+        cfg = self.cfg
+        B, T = idx.shape
+        C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
+        x = self.P("wte.weight")[idx] + self.P("wpe.weight")[:T]
+        for i in range(cfg["n_layer"]):
+            h = f"h.{i}."
+            a = F.layer_norm(x, (C,), self.P(h + "ln_1.weight"), self.opt(h + "ln_1.bias"), eps)
+            qkv = a @ self.P(h + "attn.c_attn.weight")
+            if self.opt(h + "attn.c_attn.bias") is not None: qkv = qkv + self.P(h + "attn.c_attn.bias")
+            q, k, v = qkv.split(C, dim=2)
+            q = q.view(B, T, NH, C // NH).transpose(1, 2)
+            k = k.view(B, T, NH, C // NH).transpose(1, 2)
+            v = v.view(B, T, NH, C // NH).transpose(1, 2)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
+            mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            y = (att @ v).transpose(1, 2).reshape(B, T, C)
+            y = y @ self.P(h + "attn.c_proj.weight")
+            if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")
+            x = x + y
+            m = F.layer_norm(x, (C,), self.P(h + "ln_2.weight"), self.opt(h + "ln_2.bias"), eps)
+            m = m @ self.P(h + "mlp.c_fc.weight")
+            if self.opt(h + "mlp.c_fc.bias") is not None: m = m + self.P(h + "mlp.c_fc.bias")
+            m = F.gelu(m, approximate="tanh")
+            m = m @ self.P(h + "mlp.c_proj.weight")
+            if self.opt(h + "mlp.c_proj.bias") is not None: m = m + self.P(h + "mlp.c_proj.bias")
+            x = x + m
+        x = F.layer_norm(x, (C,), self.P("ln_f.weight"), self.opt("ln_f.bias"), eps)
+        logits = x @ self.P("wte.weight").t()
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+
+def lr_at(it, lr, min_lr, warmup, decay_iters):
+    """nanoGPT's get_lr: linear warmup, cosine decay to min_lr."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if it > decay_iters:
+        return min_lr
+    ratio = (it - warmup) / (decay_iters - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def parity(args):
+    torch.manual_seed(args.seed)
+    cfg = {"model_type": "gpt2", "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
+           "n_positions": args.block_size, "vocab_size": args.vocab_size, "layer_norm_epsilon": 1e-5,
+           "activation_function": "gelu_new", "bias": bool(args.bias)}
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name in model.names:
+            p = model.P(name)
+            if "ln_" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:  # random biases too, so that they are exercised
+                p.copy_(0.02 * torch.randn_like(p))
+    os.makedirs(os.path.join(args.out, "model"), exist_ok=True)
+    with open(os.path.join(args.out, "model", "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    safetensors_io.save(os.path.join(args.out, "model", "model.safetensors"),
+                        {"transformer." + n: model.P(n) for n in model.names}, {"format": "pt"})
+
+    steps, B, T = 3, args.batch, args.seq
+    x = torch.randint(0, args.vocab_size, (steps, B, T), dtype=torch.int32)
+    y = torch.randint(0, args.vocab_size, (steps, B, T), dtype=torch.int32)
+    y[0, 0, 1] = -1  # an ignored target
+    hp = {"lr": 1e-3, "min_lr": 1e-4, "warmup": 1, "decay_iters": 3, "beta1": 0.9, "beta2": 0.95,
+          "eps": 1e-8, "weight_decay": 0.1, "grad_clip": 0.5}
+    safetensors_io.save(os.path.join(args.out, "inputs.safetensors"), {"x": x, "y": y},
+                        {k: repr(v) for k, v in hp.items()})
+
+    out = {}
+    logits, loss = model(x[0].long(), y[0].long())
+    loss.backward()
+    out["logits"] = logits.detach()
+    out["loss"] = loss.detach().reshape(1)
+    for n in model.names:
+        out["grad." + n] = model.P(n).grad.detach().clone()
+
+    decay = [model.P(n) for n in model.names if model.P(n).dim() >= 2]
+    nodecay = [model.P(n) for n in model.names if model.P(n).dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
+                             {"params": nodecay, "weight_decay": 0.0}],
+                            lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"], foreach=False)
+    model.zero_grad(set_to_none=True)
+    losses = []
+    for it in range(steps):
+        lr = lr_at(it, hp["lr"], hp["min_lr"], hp["warmup"], hp["decay_iters"])
+        for g in opt.param_groups:
+            g["lr"] = lr
+        _, loss = model(x[it].long(), y[it].long())
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        assert norm > hp["grad_clip"], f"clipping not exercised: norm {norm}"
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    out["step_losses"] = torch.tensor(losses)
+    for n in model.names:
+        out["step3." + n] = model.P(n).detach().clone()
+    safetensors_io.save(os.path.join(args.out, "expected.safetensors"), out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("parity", help="random model + logits, loss, grads, params after 3 AdamW steps")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-layer", type=int, default=2)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=64)
+    p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--vocab-size", type=int, default=50)
+    p.add_argument("--bias", type=int, default=1)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seq", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float32)
+    if args.cmd == "parity":
+        parity(args)
+
+
+if __name__ == "__main__":
+    main()
