@@ -16,9 +16,8 @@ if [[ ! -s $corpus ]]; then
   mv "$corpus.tmp" "$corpus"
 fi
 echo "demo: training on $corpus ($(wc -c < "$corpus") bytes)"
-build/qkv train --data "$corpus" --out runs/demo/model --preset baby \
-  --n-layer 4 --n-head 4 --n-embd 192 --block-size 128 --batch-size 16 \
-  --max-iters 2500 --eval-interval 500 --log-interval 100 --learning-rate 2e-3 --min-lr 2e-4
+build/qkv train --data "$corpus" --out runs/demo/model --preset baby --block-size 128 \
+  --max-iters 2000 --eval-interval 500 --log-interval 100
 for seed in 1 2 3; do
   echo
   echo "---- sample (seed $seed) ----"

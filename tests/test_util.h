@@ -53,8 +53,8 @@ template <typename A, typename B>
 }
 
 template <typename A, typename B>
-::testing::AssertionResult all_close(const std::vector<A>& a, const std::vector<B>& b,
-                                     double rtol, double atol, const std::string& what = "") {
+::testing::AssertionResult all_close(const std::vector<A>& a, const std::vector<B>& b, double rtol,
+                                     double atol, const std::string& what = "") {
   if (a.size() != b.size())
     return ::testing::AssertionFailure() << what << ": size " << a.size() << " vs " << b.size();
   return all_close(a.data(), b.data(), a.size(), rtol, atol, what);

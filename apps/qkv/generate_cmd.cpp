@@ -10,6 +10,7 @@ namespace qkv::app {
 
 void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a model (KV cache, streaming)");
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
     std::string model, prompt = "\n";
     GenerateOptions g;
@@ -17,27 +18,37 @@ void add_generate(CLI::App& app) {
     bool no_cache = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--model", a->model, "Model directory (config.json, model.safetensors, tokenizer)")->required();
+  cmd->add_option("--model", a->model,
+                  "Model directory (config.json, model.safetensors, tokenizer)")
+      ->required();
   cmd->add_option("--prompt", a->prompt, "Text to continue (default: a newline)");
-  cmd->add_option("--max-new-tokens", a->g.max_new_tokens, "Tokens to generate")->capture_default_str();
-  cmd->add_option("--temperature", a->g.sampler.temperature, "Sampling temperature (0: greedy)")->capture_default_str();
-  cmd->add_option("--top-k", a->g.sampler.top_k, "Sample from the k most likely tokens (0: all)")->capture_default_str();
-  cmd->add_option("--top-p", a->g.sampler.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  cmd->add_option("--max-new-tokens", a->g.max_new_tokens, "Tokens to generate")
+      ->capture_default_str();
+  cmd->add_option("--temperature", a->g.sampler.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
+  cmd->add_option("--top-k", a->g.sampler.top_k, "Sample from the k most likely tokens (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", a->g.sampler.top_p, "Nucleus sampling mass (1: off)")
+      ->capture_default_str();
   cmd->add_option("--seed", a->g.sampler.seed, "Sampling seed")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Threads (0: all cores)")->capture_default_str();
-  cmd->add_flag("--no-kv-cache", a->no_cache, "Recompute the whole context for every token (slow; for checking)");
+  cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
+      ->capture_default_str();
+  cmd->add_flag("--no-kv-cache", a->no_cache,
+                "Recompute the whole context for every token (slow; for checking)");
   cmd->callback([a] {
     apply_threads(a->threads);
     GPT model = GPT::from_dir(a->model);
     CharTokenizer tok = CharTokenizer::load(a->model + "/" + CharTokenizer::kFileName);
     QKV_CHECK(tok.vocab_size() == model.config().vocab_size,
-              "{}: tokenizer has {} symbols but the model's vocab_size is {}", a->model, tok.vocab_size(),
-              model.config().vocab_size);
+              "{}: tokenizer has {} symbols but the model's vocab_size is {}", a->model,
+              tok.vocab_size(), model.config().vocab_size);
     QKV_CHECK(!a->prompt.empty(), "--prompt is empty");
     std::vector<int32_t> ids = tok.encode(a->prompt);
     const int ctx = model.config().block_size;
     if (int(ids.size()) > ctx) {
-      std::fprintf(stderr, "qkv: warning: the prompt has %zu tokens; keeping the last %d (the context)\n", ids.size(), ctx);
+      std::fprintf(stderr,
+                   "qkv: warning: the prompt has %zu tokens; keeping the last %d (the context)\n",
+                   ids.size(), ctx);
       ids.erase(ids.begin(), ids.end() - ctx);
     }
     a->g.use_kv_cache = !a->no_cache;

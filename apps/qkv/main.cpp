@@ -1,6 +1,7 @@
 // qkv <verb> [flags]: the entry point. Errors become one line on stderr and exit code 1.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "apps/qkv/commands.h"
 #include "qkv/core/error.h"
@@ -20,6 +21,19 @@ int main(int argc, char** argv) {
   qkv::app::add_train(app);
   qkv::app::add_generate(app);
   qkv::app::add_logits(app);
+  if (argc >= 2 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const auto* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "qkv: error: unknown verb '%s' (expected one of: %s)\n", argv[1],
+                   names.c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -13,7 +13,9 @@ void on_signal(int) { g_stop_training.store(true); }
 }  // namespace
 
 void add_train(CLI::App& app) {
-  auto* cmd = app.add_subcommand("train", "Train a GPT from scratch on a text file (character or byte tokens)");
+  auto* cmd = app.add_subcommand(
+      "train", "Train a GPT from scratch on a text file (character or byte tokens)");
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
     TrainOptions o;
     std::string preset = "baby";
@@ -22,32 +24,52 @@ void add_train(CLI::App& app) {
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--data", a->o.data, "Training text file (first 90% train, last 10% validation)")->required();
-  cmd->add_option("--out", a->o.out, "Output directory: model, tokenizer, checkpoints, log.jsonl")->required();
-  cmd->add_option("--preset", a->preset, "Model preset: baby, shakespeare-char, gpt2, gpt2-medium, gpt2-large, gpt2-xl")->capture_default_str();
+  cmd->add_option("--data", a->o.data, "Training text file (first 90% train, last 10% validation)")
+      ->required();
+  cmd->add_option("--out", a->o.out, "Output directory: model, tokenizer, checkpoints, log.jsonl")
+      ->required();
+  cmd->add_option("--preset", a->preset,
+                  "Model preset: baby, shakespeare-char, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+      ->capture_default_str();
   cmd->add_option("--n-layer", a->n_layer, "Number of layers (overrides the preset)");
   cmd->add_option("--n-head", a->n_head, "Number of attention heads");
   cmd->add_option("--n-embd", a->n_embd, "Embedding width (divisible by --n-head)");
   cmd->add_option("--block-size", a->block_size, "Context length in tokens");
   cmd->add_option("--bias", a->bias, "Biases in linear layers and LayerNorms (true/false)");
-  cmd->add_option("--tokenizer", a->o.tokenizer, "char (sorted unique characters) or byte")->capture_default_str();
+  cmd->add_option("--tokenizer", a->o.tokenizer, "char (sorted unique characters) or byte")
+      ->capture_default_str();
   cmd->add_option("--batch-size", a->o.batch_size, "Sequences per step")->capture_default_str();
   cmd->add_option("--max-iters", a->o.max_iters, "Training steps")->capture_default_str();
-  cmd->add_option("--learning-rate", a->o.learning_rate, "Peak learning rate")->capture_default_str();
-  cmd->add_option("--min-lr", a->o.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
-  cmd->add_option("--warmup-iters", a->o.warmup_iters, "Linear warmup steps")->capture_default_str();
-  cmd->add_option("--lr-decay-iters", a->o.lr_decay_iters, "Step where the cosine decay ends (-1: --max-iters)")->capture_default_str();
-  cmd->add_option("--weight-decay", a->o.weight_decay, "AdamW weight decay (2-D weights only)")->capture_default_str();
+  cmd->add_option("--learning-rate", a->o.learning_rate, "Peak learning rate")
+      ->capture_default_str();
+  cmd->add_option("--min-lr", a->o.min_lr, "Learning rate at the end of the cosine decay")
+      ->capture_default_str();
+  cmd->add_option("--warmup-iters", a->o.warmup_iters, "Linear warmup steps")
+      ->capture_default_str();
+  cmd->add_option("--lr-decay-iters", a->o.lr_decay_iters,
+                  "Step where the cosine decay ends (-1: --max-iters)")
+      ->capture_default_str();
+  cmd->add_option("--weight-decay", a->o.weight_decay, "AdamW weight decay (2-D weights only)")
+      ->capture_default_str();
   cmd->add_option("--beta1", a->o.beta1, "AdamW beta1")->capture_default_str();
   cmd->add_option("--beta2", a->o.beta2, "AdamW beta2")->capture_default_str();
-  cmd->add_option("--grad-clip", a->o.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
-  cmd->add_option("--eval-interval", a->o.eval_interval, "Steps between validation evaluations")->capture_default_str();
-  cmd->add_option("--eval-iters", a->o.eval_iters, "Batches per validation evaluation")->capture_default_str();
-  cmd->add_option("--checkpoint-interval", a->o.checkpoint_interval, "Steps between checkpoints (0: at each evaluation)")->capture_default_str();
-  cmd->add_option("--log-interval", a->o.log_interval, "Steps between progress lines when stdout is not a terminal")->capture_default_str();
+  cmd->add_option("--grad-clip", a->o.grad_clip, "Clip the global gradient norm (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--eval-interval", a->o.eval_interval, "Steps between validation evaluations")
+      ->capture_default_str();
+  cmd->add_option("--eval-iters", a->o.eval_iters, "Batches per validation evaluation")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-interval", a->o.checkpoint_interval,
+                  "Steps between checkpoints (0: at each evaluation)")
+      ->capture_default_str();
+  cmd->add_option("--log-interval", a->o.log_interval,
+                  "Steps between progress lines when stdout is not a terminal")
+      ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Random seed (init, batches)")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Threads (0: all cores)")->capture_default_str();
-  cmd->add_flag("--resume", a->o.resume, "Continue from the checkpoint in --out (weights, optimizer, step)");
+  cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
+      ->capture_default_str();
+  cmd->add_flag("--resume", a->o.resume,
+                "Continue from the checkpoint in --out (weights, optimizer, step)");
   cmd->add_flag("--quiet", a->o.quiet, "No progress output");
   cmd->callback([a] {
     apply_threads(a->threads);
@@ -65,7 +87,8 @@ void add_train(CLI::App& app) {
     TrainResult r = train(a->o);
     if (!a->o.quiet && !r.interrupted)
       std::printf("done: %lld steps in %.1f s, final val loss %.4f; model in %s\n",
-                  static_cast<long long>(r.steps_done), r.seconds, r.last_val_loss, a->o.out.c_str());
+                  static_cast<long long>(r.steps_done), r.seconds, r.last_val_loss,
+                  a->o.out.c_str());
     if (r.interrupted) throw CLI::RuntimeError(130);
   });
 }

@@ -6,24 +6,36 @@ namespace qkv {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
-    case DType::I32: return 4;
-    case DType::I8: return 1;
-    case DType::U16: return 2;
+    case DType::F32:
+      return 4;
+    case DType::BF16:
+      return 2;
+    case DType::F16:
+      return 2;
+    case DType::I32:
+      return 4;
+    case DType::I8:
+      return 1;
+    case DType::U16:
+      return 2;
   }
   return 0;
 }
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-    case DType::I32: return "I32";
-    case DType::I8: return "I8";
-    case DType::U16: return "U16";
+    case DType::F32:
+      return "F32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F16:
+      return "F16";
+    case DType::I32:
+      return "I32";
+    case DType::I8:
+      return "I8";
+    case DType::U16:
+      return "U16";
   }
   return "?";
 }
@@ -71,9 +83,9 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
   if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow -> inf
-  if (a < 0x38800000u) {  // subnormal or zero in f16
+  if (a < 0x38800000u) {                                  // subnormal or zero in f16
     float af;
     std::memcpy(&af, &a, 4);
     return uint16_t(sign | uint16_t(std::nearbyint(af * 16777216.0f)));

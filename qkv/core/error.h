@@ -19,14 +19,14 @@ class Error : public std::runtime_error {
 
 }  // namespace qkv
 
-#define QKV_CHECK(cond, ...)                              \
-  do {                                                    \
+#define QKV_CHECK(cond, ...)                                   \
+  do {                                                         \
     if (!(cond)) throw ::qkv::Error(fmt::format(__VA_ARGS__)); \
   } while (0)
 
-#define QKV_ASSERT(cond)                                           \
-  do {                                                             \
-    if (!(cond)) ::qkv::assert_fail(#cond, __FILE__, __LINE__);    \
+#define QKV_ASSERT(cond)                                        \
+  do {                                                          \
+    if (!(cond)) ::qkv::assert_fail(#cond, __FILE__, __LINE__); \
   } while (0)
 
 #ifdef NDEBUG

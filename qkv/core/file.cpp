@@ -25,7 +25,8 @@ std::string read_file(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
     ::close(fd);
-    QKV_CHECK(false, "cannot read '{}': {}", path, S_ISDIR(st.st_mode) ? "is a directory" : errno_str());
+    QKV_CHECK(false, "cannot read '{}': {}", path,
+              S_ISDIR(st.st_mode) ? "is a directory" : errno_str());
   }
   std::string out;
   char buf[1 << 16];

@@ -6,7 +6,7 @@
 
 namespace qkv {
 
-// 0 means "all cores".
+// 0 means OMP_NUM_THREADS if set, else all cores.
 void set_num_threads(int n);
 int num_threads();
 

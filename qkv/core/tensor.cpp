@@ -82,7 +82,9 @@ Tensor Tensor::to_f32() const {
   float* dst = out.f32();
   int64_t n = numel();
   switch (dtype_) {
-    case DType::F32: std::memcpy(dst, raw(), size_t(n) * 4); break;
+    case DType::F32:
+      std::memcpy(dst, raw(), size_t(n) * 4);
+      break;
     case DType::BF16: {
       const auto* s = data<uint16_t>();
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);

@@ -16,8 +16,9 @@ TokenSplit split_tokens(const std::vector<int32_t>& ids, double train_fraction) 
 
 void sample_batch(const std::vector<int32_t>& data, int B, int T, uint64_t seed, uint64_t stream,
                   int32_t* x, int32_t* y, const char* what) {
-  QKV_CHECK(data.size() > size_t(T), "[data] the {} split has {} tokens; it needs more than block_size = {}",
-            what, data.size(), T);
+  QKV_CHECK(data.size() > size_t(T),
+            "[data] the {} split has {} tokens; it needs more than block_size = {}", what,
+            data.size(), T);
   Rng rng(seed, stream);
   const uint64_t range = data.size() - size_t(T);
   for (int b = 0; b < B; ++b) {

@@ -13,7 +13,8 @@ std::vector<int32_t> generate(GPT& model, const std::vector<int32_t>& prompt,
   QKV_CHECK(!prompt.empty(), "[generate] the prompt is empty");
   QKV_CHECK(int(prompt.size()) <= ctx, "[generate] the prompt has {} tokens; the context holds {}",
             prompt.size(), ctx);
-  QKV_CHECK(opt.max_new_tokens >= 0, "[generate] max_new_tokens {} must be >= 0", opt.max_new_tokens);
+  QKV_CHECK(opt.max_new_tokens >= 0, "[generate] max_new_tokens {} must be >= 0",
+            opt.max_new_tokens);
   Sampler sampler(opt.sampler);
   std::vector<int32_t> seq = prompt, out;
   std::vector<float> full_logits;

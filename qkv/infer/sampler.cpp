@@ -9,7 +9,8 @@
 namespace qkv {
 
 Sampler::Sampler(const SamplerConfig& cfg) : cfg_(cfg), rng_(cfg.seed, 0x5a3b1e) {
-  QKV_CHECK(cfg.temperature >= 0 && std::isfinite(cfg.temperature), "[sampler] temperature {} must be >= 0", cfg.temperature);
+  QKV_CHECK(cfg.temperature >= 0 && std::isfinite(cfg.temperature),
+            "[sampler] temperature {} must be >= 0", cfg.temperature);
   QKV_CHECK(cfg.top_k >= 0, "[sampler] top_k {} must be >= 0", cfg.top_k);
   QKV_CHECK(cfg.top_p > 0 && cfg.top_p <= 1, "[sampler] top_p {} must be in (0, 1]", cfg.top_p);
 }
@@ -21,7 +22,9 @@ int32_t Sampler::sample(const float* logits, int V) {
   std::iota(order_.begin(), order_.end(), 0);
   int n = V;
   // Candidates sorted by logit (descending, ties by id) when a cut is needed.
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   if (cfg_.top_k > 0 && cfg_.top_k < V) {
     n = cfg_.top_k;
     std::partial_sort(order_.begin(), order_.begin() + n, order_.end(), by_logit);

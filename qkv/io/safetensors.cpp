@@ -1,9 +1,8 @@
 #include "qkv/io/safetensors.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
@@ -58,9 +57,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       }
       continue;
     }
-    QKV_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") &&
-                  v.contains("data_offsets"),
-              "{}: tensor '{}' lacks dtype, shape or data_offsets", path, name);
+    QKV_CHECK(
+        v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
+        "{}: tensor '{}' lacks dtype, shape or data_offsets", path, name);
     QKV_CHECK(v["dtype"].is_string(), "{}: tensor '{}' dtype is not a string", path, name);
     Entry e{};
     std::string dt = v["dtype"].get<std::string>();
@@ -75,7 +74,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       QKV_CHECK(dim < (1ull << 40), "{}: tensor '{}' dimension {} is absurd", path, name, dim);
       e.shape.push_back(int64_t(dim));
       numel *= dim;
-      QKV_CHECK(numel < (unsigned __int128)(1) << 62, "{}: tensor '{}' is absurdly large", path, name);
+      QKV_CHECK(numel < (unsigned __int128)(1) << 62, "{}: tensor '{}' is absurdly large", path,
+                name);
     }
     const auto& off = v["data_offsets"];
     QKV_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
@@ -83,9 +83,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
               "{}: tensor '{}' data_offsets must be two non-negative integers", path, name);
     e.begin = off[0].get<uint64_t>();
     e.end = off[1].get<uint64_t>();
-    QKV_CHECK(e.begin <= e.end && e.end <= data_size,
-              "{}: tensor '{}' data_offsets [{}, {}] lie outside the {} data bytes (truncated file?)",
-              path, name, e.begin, e.end, data_size);
+    QKV_CHECK(
+        e.begin <= e.end && e.end <= data_size,
+        "{}: tensor '{}' data_offsets [{}, {}] lie outside the {} data bytes (truncated file?)",
+        path, name, e.begin, e.end, data_size);
     const unsigned __int128 want = numel * dtype_size(e.dtype);
     QKV_CHECK(want == e.end - e.begin,
               "{}: tensor '{}' shape {} {} needs {} bytes but data_offsets give {}", path, name,

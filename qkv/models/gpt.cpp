@@ -152,9 +152,11 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
   for (int64_t i = 0; i < N; ++i) {
-    QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} at position {} is outside the vocabulary [0, {})",
-              ids[i], i, V);
-    if (targets) QKV_CHECK(targets[i] < V, "[gpt] target id {} at position {} is outside the vocabulary", targets[i], i);
+    QKV_CHECK(ids[i] >= 0 && ids[i] < V,
+              "[gpt] token id {} at position {} is outside the vocabulary [0, {})", ids[i], i, V);
+    if (targets)
+      QKV_CHECK(targets[i] < V, "[gpt] target id {} at position {} is outside the vocabulary",
+                targets[i], i);
   }
   std::copy(ids, ids + N, ids_.begin());
   have_targets_ = targets != nullptr;
@@ -170,23 +172,27 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
-    cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C, c.ln_eps);
+    cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w,
+                           opt(w.ln1_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
     cpu::attention_forward(args);
     // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
     nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C);
     cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
-    cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w, opt(w.ln2_b), N, C, c.ln_eps);
+    cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
+                           opt(w.ln2_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C);
     cpu::gelu_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
     nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C);
     cpu::residual_forward(L + la.res3, L + la.res3, L + la.res2, N * C);
     x = L + la.res3;
   }
-  cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N, C, c.ln_eps);
+  cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
+                         opt(lnf_b_), N, C, c.ln_eps);
   // logits = ln_f(x) @ wte^T
-  cpu::gemm(false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f, A + act_logits_, V);
+  cpu::gemm(false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f, A + act_logits_,
+            V);
   if (!targets) return 0.0f;
   cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets, N, V);
   double sum = 0;
@@ -209,9 +215,11 @@ void GPT::backward() {
   float* G = grad_data();
   const float* P = params_buf_.data();
   float* A = acts_.data();
-  // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,3C); dfch_gelu, dfch (N,4C).
-  const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C, g_dqkv = g_datty + N * C,
-               g_dfchg = g_dqkv + N * 3 * C, g_dfch = g_dfchg + N * 4 * C, g_size = g_dfch + N * 4 * C;
+  // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,3C); dfch_gelu, dfch
+  // (N,4C).
+  const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C,
+               g_dqkv = g_datty + N * C, g_dfchg = g_dqkv + N * 3 * C, g_dfch = g_dfchg + N * 4 * C,
+               g_size = g_dfch + N * 4 * C;
   if (grad_acts_.size() != g_size) grad_acts_.assign(g_size, 0.0f);
   float* D = grad_acts_.data();
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
@@ -231,16 +239,21 @@ void GPT::backward() {
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
-    const float* x = l == 0 ? A + act_encoded_ : A + act_layer_ + act_layer_stride_ * (l - 1) + la.res3;
+    const float* x =
+        l == 0 ? A + act_encoded_ : A + act_layer_ + act_layer_stride_ * (l - 1) + la.res3;
     float* dres = D + g_dres;
     // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
-    nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu, P + w.fcproj_w, N, 4 * C, C);
+    nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
+                        P + w.fcproj_w, N, 4 * C, C);
     std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
     cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
-    nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w, N, C, 4 * C);
-    cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w, L + la.ln2_mean, L + la.ln2_rstd, N, C);
+    nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w, N,
+                        C, 4 * C);
+    cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
+                            L + la.ln2_mean, L + la.ln2_rstd, N, C);
     // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
-    nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty, P + w.attnproj_w, N, C, C);
+    nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
+                        P + w.attnproj_w, N, C, C);
     std::fill(D + g_dqkv, D + g_dqkv + N * 3 * C, 0.0f);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
     args.dout = D + g_datty;
@@ -248,8 +261,10 @@ void GPT::backward() {
     args.dk = D + g_dqkv + C;
     args.dv = D + g_dqkv + 2 * C;
     cpu::attention_backward(args);
-    nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1, P + w.attn_w, N, C, 3 * C);
-    cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w, L + la.ln1_mean, L + la.ln1_rstd, N, C);
+    nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1,
+                        P + w.attn_w, N, C, 3 * C);
+    cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w,
+                            L + la.ln1_mean, L + la.ln1_rstd, N, C);
   }
   cpu::encoder_backward(G + wte_, G + wpe_, D + g_dres, ids_.data(), B, T, C);
   have_targets_ = false;  // the logits buffer now holds gradients
@@ -261,7 +276,10 @@ void GPT::plan_cache() {
   const size_t C = size_t(config_.n_embd), T = size_t(config_.block_size);
   if (kv_.empty()) kv_.assign(size_t(config_.n_layer) * 2 * T * C, 0.0f);
   // Scratch: x, ln, atty, tmp (T,C); qkv (T,3C); fch (T,4C); lse (NH*T); logits (V).
-  if (infer_.empty()) infer_.assign(T * C * 4 + T * 3 * C + T * 4 * C + size_t(config_.n_head) * T + size_t(config_.vocab_size) + 64, 0.0f);
+  if (infer_.empty())
+    infer_.assign(T * C * 4 + T * 3 * C + T * 4 * C + size_t(config_.n_head) * T +
+                      size_t(config_.vocab_size) + 64,
+                  0.0f);
 }
 
 const float* GPT::extend(const int32_t* ids, int n) {
@@ -272,7 +290,8 @@ const float* GPT::extend(const int32_t* ids, int n) {
   plan_cache();
   const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size, Tmax = c.block_size;
   for (int i = 0; i < n; ++i)
-    QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} is outside the vocabulary [0, {})", ids[i], V);
+    QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} is outside the vocabulary [0, {})",
+              ids[i], V);
   const float* P = params_buf_.data();
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
   float* S = infer_.data();
@@ -293,7 +312,8 @@ const float* GPT::extend(const int32_t* ids, int n) {
   auto norm = [&](float* out, const float* in, const float* w, const float* b) {
     for (int i0 = 0; i0 < n; i0 += 1024) {
       int cnt = std::min(1024, n - i0);
-      cpu::layernorm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C, c.ln_eps);
+      cpu::layernorm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C,
+                             c.ln_eps);
     }
   };
   for (int l = 0; l < c.n_layer; ++l) {
@@ -360,11 +380,13 @@ void GPT::load(const std::string& path) {
     QKV_CHECK(t.shape() == p.shape, "{}: tensor '{}' has shape {}, expected {}", path, name,
               t.shape_str(), shape_to_string(p.shape));
     QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-              "{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", path, name, dtype_name(t.dtype()));
+              "{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", path, name,
+              dtype_name(t.dtype()));
     Tensor f32 = t.to_f32();
     std::memcpy(params_buf_.data() + p.offset, f32.raw(), p.numel * sizeof(float));
     for (size_t i = 0; i < p.numel; ++i)
-      QKV_CHECK(std::isfinite(params_buf_[p.offset + i]), "{}: tensor '{}' holds a non-finite value at index {}", path, name, i);
+      QKV_CHECK(std::isfinite(params_buf_[p.offset + i]),
+                "{}: tensor '{}' holds a non-finite value at index {}", path, name, i);
   }
   cache_len_ = 0;
 }

@@ -73,8 +73,8 @@ class GPT {
 
   // Per-layer parameter offsets.
   struct LayerOffsets {
-    size_t ln1_w, ln1_b, attn_w, attn_b, attnproj_w, attnproj_b, ln2_w, ln2_b, fc_w, fc_b,
-        fcproj_w, fcproj_b;
+    size_t ln1_w, ln1_b, attn_w, attn_b, attnproj_w, attnproj_b, ln2_w, ln2_b, fc_w, fc_b, fcproj_w,
+        fcproj_b;
   };
   std::vector<LayerOffsets> layer_;
   size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
@@ -92,8 +92,8 @@ class GPT {
 
   // KV cache and inference scratch (batch 1).
   int cache_len_ = 0;
-  std::vector<float> kv_;       // (L, 2, block_size, C)
-  std::vector<float> infer_;    // scratch for up to block_size tokens
+  std::vector<float> kv_;     // (L, 2, block_size, C)
+  std::vector<float> infer_;  // scratch for up to block_size tokens
 };
 
 }  // namespace qkv

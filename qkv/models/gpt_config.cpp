@@ -5,15 +5,18 @@
 namespace qkv {
 
 void GPTConfig::validate(const std::string& where) const {
-  QKV_CHECK(n_layer >= 1 && n_layer <= 1024, "{}: n_layer {} out of range [1, 1024]", where, n_layer);
+  QKV_CHECK(n_layer >= 1 && n_layer <= 1024, "{}: n_layer {} out of range [1, 1024]", where,
+            n_layer);
   QKV_CHECK(n_head >= 1 && n_head <= 1024, "{}: n_head {} out of range [1, 1024]", where, n_head);
   QKV_CHECK(n_embd >= 1 && n_embd <= 65536, "{}: n_embd {} out of range [1, 65536]", where, n_embd);
-  QKV_CHECK(n_embd % n_head == 0, "{}: n_embd {} is not divisible by n_head {}", where, n_embd, n_head);
+  QKV_CHECK(n_embd % n_head == 0, "{}: n_embd {} is not divisible by n_head {}", where, n_embd,
+            n_head);
   QKV_CHECK(block_size >= 1 && block_size <= 1 << 20, "{}: block_size {} out of range [1, 1048576]",
             where, block_size);
-  QKV_CHECK(vocab_size >= 1 && vocab_size <= 1 << 24, "{}: vocab_size {} out of range [1, 16777216]",
-            where, vocab_size);
-  QKV_CHECK(ln_eps > 0 && ln_eps < 1, "{}: layer_norm_epsilon {} out of range (0, 1)", where, ln_eps);
+  QKV_CHECK(vocab_size >= 1 && vocab_size <= 1 << 24,
+            "{}: vocab_size {} out of range [1, 16777216]", where, vocab_size);
+  QKV_CHECK(ln_eps > 0 && ln_eps < 1, "{}: layer_norm_epsilon {} out of range (0, 1)", where,
+            ln_eps);
   QKV_CHECK(num_params() < (int64_t(1) << 36), "{}: model of {} parameters is too large", where,
             num_params());
 }
@@ -61,10 +64,13 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
   get_int("n_head", &c.n_head, true);
   get_int("n_embd", &c.n_embd, true);
   get_int("vocab_size", &c.vocab_size, true);
-  if (j.contains("n_positions")) get_int("n_positions", &c.block_size, true);
-  else get_int("n_ctx", &c.block_size, true);
+  if (j.contains("n_positions"))
+    get_int("n_positions", &c.block_size, true);
+  else
+    get_int("n_ctx", &c.block_size, true);
   if (j.contains("layer_norm_epsilon")) {
-    QKV_CHECK(j["layer_norm_epsilon"].is_number(), "{}: 'layer_norm_epsilon' must be a number", where);
+    QKV_CHECK(j["layer_norm_epsilon"].is_number(), "{}: 'layer_norm_epsilon' must be a number",
+              where);
     c.ln_eps = j["layer_norm_epsilon"].get<float>();
   }
   if (j.contains("bias")) {
@@ -72,7 +78,8 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     c.bias = j["bias"].get<bool>();
   }
   if (j.contains("activation_function")) {
-    QKV_CHECK(j["activation_function"].is_string(), "{}: 'activation_function' must be a string", where);
+    QKV_CHECK(j["activation_function"].is_string(), "{}: 'activation_function' must be a string",
+              where);
     std::string act = j["activation_function"].get<std::string>();
     QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
               "{}: activation_function '{}' is not supported (gelu_new)", where, act);
@@ -91,12 +98,18 @@ GPTConfig GPTConfig::preset(const std::string& name) {
     c.vocab_size = v;
     c.bias = bias;
   };
-  if (name == "gpt2") set(12, 12, 768, 1024, 50257, true);
-  else if (name == "gpt2-medium") set(24, 16, 1024, 1024, 50257, true);
-  else if (name == "gpt2-large") set(36, 20, 1280, 1024, 50257, true);
-  else if (name == "gpt2-xl") set(48, 25, 1600, 1024, 50257, true);
-  else if (name == "shakespeare-char") set(6, 6, 384, 256, 65, false);
-  else if (name == "baby") set(4, 4, 128, 64, 65, false);
+  if (name == "gpt2")
+    set(12, 12, 768, 1024, 50257, true);
+  else if (name == "gpt2-medium")
+    set(24, 16, 1024, 1024, 50257, true);
+  else if (name == "gpt2-large")
+    set(36, 20, 1280, 1024, 50257, true);
+  else if (name == "gpt2-xl")
+    set(48, 25, 1600, 1024, 50257, true);
+  else if (name == "shakespeare-char")
+    set(6, 6, 384, 256, 65, false);
+  else if (name == "baby")
+    set(4, 4, 128, 64, 65, false);
   else {
     std::string list;
     for (const auto& n : preset_names()) list += (list.empty() ? "" : ", ") + n;

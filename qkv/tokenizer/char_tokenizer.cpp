@@ -1,8 +1,7 @@
 #include "qkv/tokenizer/char_tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "qkv/core/error.h"
@@ -31,14 +30,25 @@ std::vector<uint32_t> utf8_symbols(std::string_view t, std::vector<size_t>* offs
     unsigned char c = s[i];
     uint32_t cp = 0;
     int len = 0;
-    if (c < 0x80) { cp = c; len = 1; }
-    else if ((c & 0xe0) == 0xc0) { cp = c & 0x1f; len = 2; }
-    else if ((c & 0xf0) == 0xe0) { cp = c & 0x0f; len = 3; }
-    else if ((c & 0xf8) == 0xf0) { cp = c & 0x07; len = 4; }
+    if (c < 0x80) {
+      cp = c;
+      len = 1;
+    } else if ((c & 0xe0) == 0xc0) {
+      cp = c & 0x1f;
+      len = 2;
+    } else if ((c & 0xf0) == 0xe0) {
+      cp = c & 0x0f;
+      len = 3;
+    } else if ((c & 0xf8) == 0xf0) {
+      cp = c & 0x07;
+      len = 4;
+    }
     bool ok = len > 0 && i + len <= t.size();
     for (int k = 1; ok && k < len; ++k) {
-      if ((s[i + k] & 0xc0) != 0x80) ok = false;
-      else cp = (cp << 6) | (s[i + k] & 0x3f);
+      if ((s[i + k] & 0xc0) != 0x80)
+        ok = false;
+      else
+        cp = (cp << 6) | (s[i + k] & 0x3f);
     }
     // Reject overlong forms, surrogates and values past U+10FFFF.
     if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
@@ -57,8 +67,10 @@ std::vector<uint32_t> utf8_symbols(std::string_view t, std::vector<size_t>* offs
 }
 
 void append_utf8(std::string& out, uint32_t cp) {
-  if (cp >= kRawByte) out.push_back(char(cp - kRawByte));
-  else if (cp < 0x80) out.push_back(char(cp));
+  if (cp >= kRawByte)
+    out.push_back(char(cp - kRawByte));
+  else if (cp < 0x80)
+    out.push_back(char(cp));
   else if (cp < 0x800) {
     out.push_back(char(0xc0 | (cp >> 6)));
     out.push_back(char(0x80 | (cp & 0x3f)));
@@ -108,11 +120,13 @@ std::vector<int32_t> CharTokenizer::encode(std::string_view text) const {
 }
 
 std::string CharTokenizer::decode_one(int32_t id) const {
-  QKV_CHECK(id >= 0 && id < vocab_size(), "[tokenizer] id {} is outside the vocabulary [0, {})",
-            id, vocab_size());
+  QKV_CHECK(id >= 0 && id < vocab_size(), "[tokenizer] id {} is outside the vocabulary [0, {})", id,
+            vocab_size());
   std::string s;
-  if (kind_ == Kind::Byte) s.push_back(char(id));
-  else append_utf8(s, symbols_[size_t(id)]);
+  if (kind_ == Kind::Byte)
+    s.push_back(char(id));
+  else
+    append_utf8(s, symbols_[size_t(id)]);
   return s;
 }
 
@@ -146,10 +160,11 @@ CharTokenizer CharTokenizer::load(const std::string& path) {
   CharTokenizer t;
   t.kind_ = Kind::Char;
   for (const auto& v : j["symbols"]) {
-    QKV_CHECK(v.is_number_unsigned() && v.get<uint64_t>() < kRawByte + 256,
-              "{}: bad symbol {}", path, v.dump());
+    QKV_CHECK(v.is_number_unsigned() && v.get<uint64_t>() < kRawByte + 256, "{}: bad symbol {}",
+              path, v.dump());
     uint32_t s = v.get<uint32_t>();
-    QKV_CHECK(t.index_.emplace(s, int32_t(t.symbols_.size())).second, "{}: duplicate symbol {}", path, s);
+    QKV_CHECK(t.index_.emplace(s, int32_t(t.symbols_.size())).second, "{}: duplicate symbol {}",
+              path, s);
     t.symbols_.push_back(s);
   }
   return t;

@@ -18,8 +18,8 @@ void AdamW::step(float lr) {
   for (const auto& prm : model_.params()) {
     const size_t o = prm.offset;
     cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
-                      cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f,
-                      bc1, bc2);
+                      cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f, bc1,
+                      bc2);
   }
 }
 

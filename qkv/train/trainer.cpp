@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
@@ -31,14 +31,16 @@ const char* kLogFile = "log.jsonl";
 void check_options(const TrainOptions& o) {
   QKV_CHECK(!o.data.empty(), "--data is required");
   QKV_CHECK(!o.out.empty(), "--out is required");
-  QKV_CHECK(o.tokenizer == "char" || o.tokenizer == "byte", "--tokenizer must be char or byte, got '{}'", o.tokenizer);
+  QKV_CHECK(o.tokenizer == "char" || o.tokenizer == "byte",
+            "--tokenizer must be char or byte, got '{}'", o.tokenizer);
   QKV_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
   QKV_CHECK(o.max_iters >= 0, "--max-iters must be >= 0, got {}", o.max_iters);
   QKV_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "--learning-rate must be > 0");
   QKV_CHECK(o.min_lr >= 0 && o.min_lr <= o.learning_rate, "--min-lr must be in [0, learning rate]");
   QKV_CHECK(o.warmup_iters >= 0, "--warmup-iters must be >= 0");
   QKV_CHECK(o.weight_decay >= 0, "--weight-decay must be >= 0");
-  QKV_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "--beta1/--beta2 must be in [0, 1)");
+  QKV_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+            "--beta1/--beta2 must be in [0, 1)");
   QKV_CHECK(o.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)");
   QKV_CHECK(o.eval_interval >= 1, "--eval-interval must be >= 1");
   QKV_CHECK(o.eval_iters >= 1, "--eval-iters must be >= 1");
@@ -93,10 +95,12 @@ TrainResult train(const TrainOptions& opt_in) {
   const TokenSplit split = split_tokens(tok.encode(text));
   const int T = opt.model.block_size, B = opt.batch_size;
   QKV_CHECK(split.train.size() > size_t(T),
-            "{}: the training split has {} tokens, fewer than one block of {} + 1 (use a longer corpus or a smaller --block-size)",
+            "{}: the training split has {} tokens, fewer than one block of {} + 1 (use a longer "
+            "corpus or a smaller --block-size)",
             opt.data, split.train.size(), T);
   QKV_CHECK(split.val.size() > size_t(T),
-            "{}: the validation split (last 10%) has {} tokens, fewer than one block of {} + 1 (use a longer corpus or a smaller --block-size)",
+            "{}: the validation split (last 10%) has {} tokens, fewer than one block of {} + 1 "
+            "(use a longer corpus or a smaller --block-size)",
             opt.data, split.val.size(), T);
   const int64_t decay_iters = opt.lr_decay_iters < 0 ? opt.max_iters : opt.lr_decay_iters;
 
@@ -108,11 +112,13 @@ TrainResult train(const TrainOptions& opt_in) {
     const auto& md = st.metadata();
     QKV_CHECK(md.count("config") && md.count("step") && md.count("train_tokens"),
               "{}: not a qkv training checkpoint (metadata missing)", state_path);
-    QKV_CHECK(nlohmann::json::parse(md.at("config")) == opt.model.to_json(),
-              "{}: the checkpoint's model config differs from this run's; resume with the same flags", state_path);
+    QKV_CHECK(
+        nlohmann::json::parse(md.at("config")) == opt.model.to_json(),
+        "{}: the checkpoint's model config differs from this run's; resume with the same flags",
+        state_path);
     QKV_CHECK(std::stoull(md.at("train_tokens")) == split.train.size(),
-              "{}: the checkpoint was trained on different data ({} training tokens, now {})", state_path,
-              md.at("train_tokens"), split.train.size());
+              "{}: the checkpoint was trained on different data ({} training tokens, now {})",
+              state_path, md.at("train_tokens"), split.train.size());
     start = std::stoll(md.at("step"));
     auto load_flat = [&](const char* name, float* dst) {
       Tensor t = st.get(name);
@@ -134,25 +140,31 @@ TrainResult train(const TrainOptions& opt_in) {
   write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
 
   FILE* log = std::fopen((opt.out + "/" + kLogFile).c_str(), "a");
-  QKV_CHECK(log != nullptr, "cannot open {}/{} for appending: {}", opt.out, kLogFile, std::strerror(errno));
+  QKV_CHECK(log != nullptr, "cannot open {}/{} for appending: {}", opt.out, kLogFile,
+            std::strerror(errno));
   const bool tty = !opt.quiet && ::isatty(STDOUT_FILENO);
   if (!opt.quiet)
-    std::printf("model: %lld parameters (%d layers, %d heads, %d channels, block %d, vocab %d); "
-                "data: %zu train / %zu val tokens; %d threads, %s kernels\n",
-                static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
-                opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
-                num_threads(), "cpu");
+    std::printf(
+        "model: %lld parameters (%d layers, %d heads, %d channels, block %d, vocab %d); "
+        "data: %zu train / %zu val tokens; %d threads, %s kernels\n",
+        static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
+        opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
+        num_threads(), "cpu");
 
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
   auto evaluate = [&](int64_t step) {
     double sum = 0;
     for (int k = 0; k < opt.eval_iters; ++k) {
-      sample_batch(split.val, B, T, opt.seed, kEvalStream + uint64_t(step) * 4096 + uint64_t(k), x.data(), y.data(), "validation");
+      sample_batch(split.val, B, T, opt.seed, kEvalStream + uint64_t(step) * 4096 + uint64_t(k),
+                   x.data(), y.data(), "validation");
       sum += model.forward(x.data(), y.data(), B, T);
     }
     return float(sum / opt.eval_iters);
   };
   auto checkpoint = [&](int64_t step) {
+    // Every log line before `step` must be on disk before a checkpoint at `step` exists.
+    std::fflush(log);
+    ::fsync(::fileno(log));
     std::map<std::string, std::string> md = {{"step", std::to_string(step)},
                                              {"config", opt.model.to_json().dump()},
                                              {"train_tokens", std::to_string(split.train.size())},
@@ -167,7 +179,8 @@ TrainResult train(const TrainOptions& opt_in) {
   };
 
   TrainResult res;
-  const int64_t ckpt_every = opt.checkpoint_interval > 0 ? opt.checkpoint_interval : opt.eval_interval;
+  const int64_t ckpt_every =
+      opt.checkpoint_interval > 0 ? opt.checkpoint_interval : opt.eval_interval;
   auto t_loop = std::chrono::steady_clock::now();
   int64_t steps_timed = 0;
   double step_seconds_sum = 0;
@@ -184,12 +197,15 @@ TrainResult train(const TrainOptions& opt_in) {
                     static_cast<long long>(opt.max_iters), vl);
       }
     }
-    if (((it % ckpt_every == 0 && it > start) || last) && !(resuming && it == start && !last)) checkpoint(it);
+    if (((it % ckpt_every == 0 && it > start) || last) && !(resuming && it == start && !last))
+      checkpoint(it);
     if (last) break;
     if (g_stop_training.load()) {
       checkpoint(it);
       res.interrupted = true;
-      if (!opt.quiet) std::printf("%sstopped at step %lld; checkpoint written, continue with --resume\n", tty ? "\r\033[K" : "", static_cast<long long>(it));
+      if (!opt.quiet)
+        std::printf("%sstopped at step %lld; checkpoint written, continue with --resume\n",
+                    tty ? "\r\033[K" : "", static_cast<long long>(it));
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -197,7 +213,8 @@ TrainResult train(const TrainOptions& opt_in) {
     sample_batch(split.train, B, T, opt.seed, uint64_t(it), x.data(), y.data(), "training");
     model.zero_grad();
     const float loss = model.forward(x.data(), y.data(), B, T);
-    QKV_CHECK(std::isfinite(loss), "training diverged at step {}: loss is {} (lower --learning-rate?)", it, loss);
+    QKV_CHECK(std::isfinite(loss),
+              "training diverged at step {}: loss is {} (lower --learning-rate?)", it, loss);
     model.backward();
     clip_grad_norm(model.grad_data(), model.num_params(), opt.grad_clip);
     adam.step(lr);
@@ -210,13 +227,16 @@ TrainResult train(const TrainOptions& opt_in) {
     }
     const double avg = steps_timed > 0 ? step_seconds_sum / double(steps_timed) : dt;
     const double tps = double(B) * T / dt;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    std::fprintf(log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"tokens_per_sec\": %.1f, \"elapsed_s\": %.3f}\n",
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::fprintf(log,
+                 "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"tokens_per_sec\": %.1f, "
+                 "\"elapsed_s\": %.3f}\n",
                  static_cast<long long>(it), loss, lr, tps, elapsed);
     if (!opt.quiet) {
       const double eta = avg * double(opt.max_iters - it - 1);
-      std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", it + 1,
-                                     opt.max_iters, loss, lr, tps, fmt_duration(eta));
+      std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}",
+                                     it + 1, opt.max_iters, loss, lr, tps, fmt_duration(eta));
       if (tty) {
         std::printf("\r\033[K%s", line.c_str());
         std::fflush(stdout);

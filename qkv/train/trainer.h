@@ -12,9 +12,9 @@
 namespace qkv {
 
 struct TrainOptions {
-  std::string data;  // a UTF-8 (or any) text file
-  std::string out;   // the model/run directory
-  GPTConfig model;   // vocab_size is set from the tokenizer
+  std::string data;                // a UTF-8 (or any) text file
+  std::string out;                 // the model/run directory
+  GPTConfig model;                 // vocab_size is set from the tokenizer
   std::string tokenizer = "char";  // "char" or "byte"
   int batch_size = 12;
   int64_t max_iters = 2000;
@@ -49,5 +49,6 @@ extern std::atomic<bool> g_stop_training;
 // Trains; throws qkv::Error on bad input (before any work where it can be checked up front).
 TrainResult train(const TrainOptions& opt);
 
-// Mean loss of the model in `dir` over `iters` random validation batches (used by tests/benchmarks).
+// Mean loss of the model in `dir` over `iters` random validation batches (used by
+// tests/benchmarks).
 }  // namespace qkv

@@ -34,7 +34,8 @@ class CpuVsRef : public ::testing::TestWithParam<std::string> {
 
 TEST_P(CpuVsRef, Gemm) {
   const std::vector<std::tuple<int, int, int>> shapes = {
-      {1, 1, 1}, {3, 5, 7}, {13, 17, 19}, {4, 50, 33}, {37, 101, 96}, {200, 130, 777}, {97, 2304, 64}};
+      {1, 1, 1},     {3, 5, 7},       {13, 17, 19},  {4, 50, 33},
+      {37, 101, 96}, {200, 130, 777}, {97, 2304, 64}};
   uint64_t seed = 1;
   for (auto [M, N, K] : shapes)
     for (int ta = 0; ta < 2; ++ta)
@@ -45,8 +46,8 @@ TEST_P(CpuVsRef, Gemm) {
           auto C0 = randn(size_t(M) * N, seed++);
           auto c_ref = C0, c_cpu = C0;
           int64_t lda = ta ? M : K, ldb = tb ? K : N;
-          ref::gemm<float>(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta,
-                           c_ref.data(), N);
+          ref::gemm<float>(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, c_ref.data(),
+                           N);
           cpu::gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, c_cpu.data(), N);
           EXPECT_TRUE(all_close(c_cpu, c_ref, 1e-4, 2e-5 * std::sqrt(double(K)),
                                 "gemm M=" + std::to_string(M) + " N=" + std::to_string(N) +
@@ -56,7 +57,8 @@ TEST_P(CpuVsRef, Gemm) {
 }
 
 TEST_P(CpuVsRef, EncoderForwardBackward) {
-  for (auto [B, T, C, V] : std::vector<std::tuple<int, int, int, int>>{{1, 1, 1, 3}, {2, 7, 37, 11}, {3, 13, 96, 5}}) {
+  for (auto [B, T, C, V] :
+       std::vector<std::tuple<int, int, int, int>>{{1, 1, 1, 3}, {2, 7, 37, 11}, {3, 13, 96, 5}}) {
     auto wte = randn(size_t(V) * C, 1), wpe = randn(size_t(T) * C, 2);
     std::vector<int32_t> ids(size_t(B) * T);
     Rng rng(3, 0);
@@ -75,13 +77,16 @@ TEST_P(CpuVsRef, EncoderForwardBackward) {
 }
 
 TEST_P(CpuVsRef, LayerNorm) {
-  for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 96}, {5, 768}, {2, 33}}) {
+  for (auto [N, C] :
+       std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 96}, {5, 768}, {2, 33}}) {
     for (bool with_bias : {true, false}) {
       auto x = randn(size_t(N) * C, 11, 2.0), w = randn(size_t(C), 12), bb = randn(size_t(C), 13);
       const float* bias = with_bias ? bb.data() : nullptr;
       std::vector<float> o1(x.size()), o2(x.size()), m1(N), m2(N), r1(N), r2(N);
-      ref::layernorm_forward(o1.data(), m1.data(), r1.data(), x.data(), w.data(), bias, N, C, 1e-5f);
-      cpu::layernorm_forward(o2.data(), m2.data(), r2.data(), x.data(), w.data(), bias, N, C, 1e-5f);
+      ref::layernorm_forward(o1.data(), m1.data(), r1.data(), x.data(), w.data(), bias, N, C,
+                             1e-5f);
+      cpu::layernorm_forward(o2.data(), m2.data(), r2.data(), x.data(), w.data(), bias, N, C,
+                             1e-5f);
       EXPECT_TRUE(all_close(o2, o1, 1e-4, 1e-5, "layernorm out"));
       EXPECT_TRUE(all_close(r2, r1, 1e-4, 1e-5, "layernorm rstd"));
       auto dy = randn(x.size(), 14);
@@ -127,8 +132,11 @@ TEST_P(CpuVsRef, BiasGeluResidual) {
 
 // Attention over a packed qkv buffer, plus a decode-style case (q_offset, separate buffers).
 TEST_P(CpuVsRef, Attention) {
-  struct Case { int B, NH, T, HS; };
-  for (Case c : {Case{1, 1, 1, 1}, Case{2, 3, 37, 32}, Case{1, 2, 70, 64}, Case{2, 1, 130, 7}, Case{1, 4, 5, 16}}) {
+  struct Case {
+    int B, NH, T, HS;
+  };
+  for (Case c : {Case{1, 1, 1, 1}, Case{2, 3, 37, 32}, Case{1, 2, 70, 64}, Case{2, 1, 130, 7},
+                 Case{1, 4, 5, 16}}) {
     const int C = c.NH * c.HS;
     size_t nqkv = size_t(c.B) * c.T * 3 * C, nout = size_t(c.B) * c.T * C;
     auto qkv = randn(nqkv, 31);
@@ -142,8 +150,12 @@ TEST_P(CpuVsRef, Attention) {
     auto dout = randn(nout, 32);
     std::vector<float> dqkv1(nqkv), dqkv2(nqkv);
     a1.dout = a2.dout = dout.data();
-    a1.dq = dqkv1.data(); a1.dk = dqkv1.data() + C; a1.dv = dqkv1.data() + 2 * C;
-    a2.dq = dqkv2.data(); a2.dk = dqkv2.data() + C; a2.dv = dqkv2.data() + 2 * C;
+    a1.dq = dqkv1.data();
+    a1.dk = dqkv1.data() + C;
+    a1.dv = dqkv1.data() + 2 * C;
+    a2.dq = dqkv2.data();
+    a2.dk = dqkv2.data() + C;
+    a2.dv = dqkv2.data() + 2 * C;
     ref::attention_backward(a1);
     cpu::attention_backward(a2);
     EXPECT_TRUE(all_close(dqkv2, dqkv1, 1e-4, 1e-4, "attention dqkv"));
@@ -164,8 +176,9 @@ TEST_P(CpuVsRef, Attention) {
     EXPECT_TRUE(all_close(od2, od1, 1e-4, 1e-5, "attention decode"));
     // And it equals the full causal result's last rows.
     for (int b = 0; b < c.B; ++b)
-      EXPECT_TRUE(all_close(od2.data() + size_t(b) * c.T * C, o1.data() + (size_t(b) * c.T + c.T - nq) * C,
-                            size_t(nq) * C, 1e-4, 1e-5, "decode vs full"));
+      EXPECT_TRUE(all_close(od2.data() + size_t(b) * c.T * C,
+                            o1.data() + (size_t(b) * c.T + c.T - nq) * C, size_t(nq) * C, 1e-4,
+                            1e-5, "decode vs full"));
   }
 }
 
@@ -194,8 +207,10 @@ TEST_P(CpuVsRef, AdamWAndNorm) {
     auto v1 = randn(size_t(n), 54, 0.1);
     for (auto& x : v1) x = x * x;
     auto p2 = p1, m2 = m1, v2 = v1;
-    ref::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f);
-    cpu::adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f);
+    ref::adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                      0.19f, 0.0975f);
+    cpu::adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                      0.19f, 0.0975f);
     EXPECT_TRUE(all_close(p2, p1, 1e-6, 1e-7, "adamw p"));
     EXPECT_TRUE(all_close(m2, m1, 1e-6, 1e-7, "adamw m"));
     EXPECT_TRUE(all_close(v2, v1, 1e-6, 1e-7, "adamw v"));

@@ -73,16 +73,19 @@ TEST(GradCheck, Encoder) {
 
 TEST(GradCheck, LayerNorm) {
   const int N = 3, C = 5;
-  Vec x = randn<double>(N * C, 7), w = randn<double>(C, 8), b = randn<double>(C, 9), R = randn<double>(N * C, 10);
+  Vec x = randn<double>(N * C, 7), w = randn<double>(C, 8), b = randn<double>(C, 9),
+      R = randn<double>(N * C, 10);
   Vec mean(N), rstd(N);
   auto loss = [&] {
     Vec o(N * C);
-    ref::layernorm_forward(o.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+    ref::layernorm_forward(o.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C,
+                           1e-5f);
     return dot(o, R);
   };
   loss();
   Vec dx(x.size()), dw(C), db(C);
-  ref::layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+  ref::layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(),
+                          mean.data(), rstd.data(), N, C);
   EXPECT_GRAD(dx, numeric_grad(x, loss));
   EXPECT_GRAD(dw, numeric_grad(w, loss));
   EXPECT_GRAD(db, numeric_grad(b, loss));

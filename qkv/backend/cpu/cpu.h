@@ -17,18 +17,18 @@ const char* isa_name();
 void set_isa(const std::string& name);
 bool isa_supported(const std::string& name);
 
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int Tt, int C);
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,
                       int Tt, int C);
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int64_t N, int C, float eps);
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t N, int C);
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int C);
 void bias_forward(float* out, const float* bias, int64_t N, int OC);
 void bias_backward(float* dbias, const float* dout, int64_t N, int OC);
 void gelu_forward(float* out, const float* inp, int64_t n);

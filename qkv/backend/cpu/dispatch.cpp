@@ -74,13 +74,13 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
                       int Tt, int C) {
   k().encoder_backward(dwte, dwpe, dout, inp, B, Tt, C);
 }
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int64_t N, int C, float eps) {
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps) {
   k().layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps);
 }
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t N, int C) {
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int C) {
   k().layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 void bias_forward(float* out, const float* bias, int64_t N, int OC) {

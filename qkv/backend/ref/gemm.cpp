@@ -22,7 +22,7 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
 
 template void gemm<float>(bool, bool, int, int, int, float, const float*, int64_t, const float*,
                           int64_t, float, float*, int64_t);
-template void gemm<double>(bool, bool, int, int, int, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t);
+template void gemm<double>(bool, bool, int, int, int, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
 
 }  // namespace qkv::ref

@@ -7,8 +7,7 @@ namespace qkv::ref {
 
 // ---- embedding ----
 template <typename T>
-void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tt,
-                     int C) {
+void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tt, int C) {
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < Tt; ++t) {
       T* o = out + (int64_t(b) * Tt + t) * C;
@@ -19,8 +18,7 @@ void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int
 }
 
 template <typename T>
-void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tt,
-                      int C) {
+void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tt, int C) {
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < Tt; ++t) {
       const T* d = dout + (int64_t(b) * Tt + t) * C;
@@ -56,8 +54,8 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, 
 }
 
 template <typename T>
-void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
-                        const T* weight, const T* mean, const T* rstd, int64_t N, int C) {
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                        const T* mean, const T* rstd, int64_t N, int C) {
   for (int64_t i = 0; i < N; ++i) {
     const T* x = inp + i * C;
     const T* dy = dout + i * C;
@@ -128,17 +126,17 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-#define QKV_INSTANTIATE(T)                                                                     \
-  template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);    \
-  template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);         \
-  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int,  \
-                                     float);                                                  \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
-                                      const T*, int64_t, int);                                \
-  template void bias_forward<T>(T*, const T*, int64_t, int);                                  \
-  template void bias_backward<T>(T*, const T*, int64_t, int);                                 \
-  template void gelu_forward<T>(T*, const T*, int64_t);                                       \
-  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                            \
+#define QKV_INSTANTIATE(T)                                                                   \
+  template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);   \
+  template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);        \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, \
+                                     float);                                                 \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
+                                      const T*, int64_t, int);                               \
+  template void bias_forward<T>(T*, const T*, int64_t, int);                                 \
+  template void bias_backward<T>(T*, const T*, int64_t, int);                                \
+  template void gelu_forward<T>(T*, const T*, int64_t);                                      \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                           \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);
 QKV_INSTANTIATE(float)
 QKV_INSTANTIATE(double)

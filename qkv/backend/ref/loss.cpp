@@ -49,12 +49,12 @@ void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, float lr, float beta1
   }
 }
 
-#define QKV_INSTANTIATE(T)                                                                    \
-  template void crossentropy_forward<T>(T*, T*, const T*, const int32_t*, int64_t, int);     \
-  template void crossentropy_backward<T>(T*, const T*, const T*, const int32_t*, const T*,   \
-                                         int64_t, int);                                      \
-  template void adamw_update<T>(T*, const T*, T*, T*, int64_t, float, float, float, float,   \
-                                float, float, float);
+#define QKV_INSTANTIATE(T)                                                                        \
+  template void crossentropy_forward<T>(T*, T*, const T*, const int32_t*, int64_t, int);          \
+  template void crossentropy_backward<T>(T*, const T*, const T*, const int32_t*, const T*,        \
+                                         int64_t, int);                                           \
+  template void adamw_update<T>(T*, const T*, T*, T*, int64_t, float, float, float, float, float, \
+                                float, float);
 QKV_INSTANTIATE(float)
 QKV_INSTANTIATE(double)
 #undef QKV_INSTANTIATE

@@ -19,8 +19,7 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
 
 // out (B,T,C) = wte[inp] + wpe[t]; inp (B,T) ids.
 template <typename T>
-void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tt,
-                     int C);
+void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int B, int Tt, int C);
 template <typename T>
 void encoder_backward(T* dwte, T* dwpe, const T* dout, const int32_t* inp, int B, int Tt, int C);
 
@@ -29,8 +28,8 @@ template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
                        int64_t N, int C, float eps);
 template <typename T>
-void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
-                        const T* weight, const T* mean, const T* rstd, int64_t N, int C);
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                        const T* mean, const T* rstd, int64_t N, int C);
 
 // out (N,OC) += bias (OC) broadcast over rows; dbias (OC) += column sums of dout (N,OC).
 template <typename T>

@@ -1,0 +1,200 @@
+// The qkv binary end to end: determinism, exact resume after SIGKILL at random moments, the
+// logits verb against the library, and bad input -> one-line error, exit code 1, no partial file.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "qkv/core/file.h"
+#include "qkv/io/safetensors.h"
+#include "qkv/models/gpt.h"
+#include "tests/test_paths.h"
+
+namespace qkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CmdResult {
+  int rc;
+  std::string err;
+};
+
+CmdResult run_qkv(const std::string& args) {
+  const std::string errf = test::temp_dir("err") + "/stderr";
+  int rc = test::run(test::qkv_exe() + " " + args + " >/dev/null 2>" + errf);
+  return {rc, read_file(errf)};
+}
+
+std::string small_train_args(const std::string& data, const std::string& out) {
+  return "train --data " + data + " --out " + out +
+         " --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --max-iters 60"
+         " --eval-interval 20 --eval-iters 2 --checkpoint-interval 5 --warmup-iters 10 --quiet";
+}
+
+std::string corpus() { return test::shared_data() + "/tinyshakespeare.txt"; }
+
+std::vector<double> losses_in_log(const std::string& dir) {
+  std::ifstream in(dir + "/log.jsonl");
+  std::vector<double> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto p = line.find("\"loss\": ");
+    if (p != std::string::npos) out.push_back(std::stod(line.substr(p + 8)));
+  }
+  return out;
+}
+
+TEST(Cli, SameSeedSameRunBitForBit) {
+  std::string a = test::temp_dir("det_a"), b = test::temp_dir("det_b");
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), a)).rc, 0);
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), b)).rc, 0);
+  EXPECT_EQ(read_file(a + "/model.safetensors"), read_file(b + "/model.safetensors"));
+  auto la = losses_in_log(a), lb = losses_in_log(b);
+  ASSERT_FALSE(la.empty());
+  EXPECT_EQ(la.size(), 60u);
+  EXPECT_EQ(la, lb);
+  EXPECT_LT(la.back(), la.front() - 0.5) << "training did not learn";
+}
+
+TEST(Cli, ResumeAfterSigkillIsExact) {
+  // A longer run with a checkpoint every 10 steps, so kills land mid-step and mid-checkpoint.
+  const std::string args_tail = " --max-iters 1000 --eval-interval 100 --checkpoint-interval 10";
+  std::string ref = test::temp_dir("resume_ref");
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), ref) + args_tail).rc, 0);
+  const double run_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const std::string want = read_file(ref + "/model.safetensors");
+  int killed = 0;
+  for (double frac : {0.15, 0.35, 0.55, 0.75, 0.9}) {
+    const int delay_ms = int(frac * run_ms);
+    std::string dir = test::temp_dir("resume_" + std::to_string(delay_ms));
+    std::string cmd = small_train_args(corpus(), dir) + args_tail;
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c",
+            ("exec " + test::qkv_exe() + " " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    killed += WIFSIGNALED(status) ? 1 : 0;
+    CmdResult r = run_qkv(cmd + " --resume");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(read_file(dir + "/model.safetensors"), want) << "killed after " << delay_ms << " ms";
+    EXPECT_EQ(losses_in_log(dir), losses_in_log(ref))
+        << "log after resume, killed at " << delay_ms << " ms";
+  }
+  // The test means something only if the runs were really cut short.
+  EXPECT_GE(killed, 3) << "runs finished before the kill; the run is " << run_ms << " ms";
+}
+
+TEST(Cli, LogitsVerbMatchesLibrary) {
+  std::string dir = test::temp_dir("logits");
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), dir) + " --max-iters 5").rc, 0);
+  write_file_atomic(dir + "/ids.json", "[20, 43, 50, 50, 53, 1, 0]");
+  CmdResult r = run_qkv("logits --model " + dir + " --ids " + dir + "/ids.json --out " + dir +
+                        "/l.safetensors");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  SafetensorsFile f(dir + "/l.safetensors");
+  Tensor t = f.get("logits");
+  GPT m = GPT::from_dir(dir);
+  ASSERT_EQ(t.shape(), (Shape{7, m.config().vocab_size}));
+  std::vector<int32_t> ids = {20, 43, 50, 50, 53, 1, 0};
+  m.forward(ids.data(), nullptr, 1, 7);
+  EXPECT_EQ(std::memcmp(t.raw(), m.logits(), size_t(t.nbytes())), 0);
+}
+
+void expect_user_error(const std::string& args, const std::string& needle) {
+  CmdResult r = run_qkv(args);
+  EXPECT_EQ(r.rc, 1) << args << "\n" << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\nstderr: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line: " << r.err;
+}
+
+TEST(Cli, BadInputGivesOneLineAndExitOne) {
+  std::string d = test::temp_dir("bad");
+  write_file_atomic(d + "/empty.txt", "");
+  write_file_atomic(d + "/short.txt", "hello world, this is short");
+  expect_user_error("train --data " + d + "/nope.txt --out " + d + "/o", "cannot open");
+  expect_user_error("train --data " + d + "/empty.txt --out " + d + "/o", "empty");
+  expect_user_error("train --data " + d + "/short.txt --out " + d + "/o", "fewer than one block");
+  expect_user_error("train --data " + corpus() + " --out " + d + "/o --n-embd 30 --n-head 4",
+                    "not divisible");
+  expect_user_error("train --data " + corpus() + " --out " + d + "/o --bogus-flag", "bogus");
+  expect_user_error("frobnicate", "frobnicate");
+  expect_user_error("train --data " + corpus() + " --out " + d + "/o --batch-size 0",
+                    "--batch-size");
+
+  // A model directory, then broken copies of it.
+  std::string m = d + "/model";
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 2").rc, 0);
+  auto copy_model = [&](const std::string& name) {
+    std::string to = d + "/" + name;
+    fs::create_directories(to);
+    for (const char* f : {"config.json", "model.safetensors", "qkv_tokenizer.json"})
+      fs::copy_file(m + "/" + f, to + "/" + f, fs::copy_options::overwrite_existing);
+    return to;
+  };
+  std::string bad_cfg = copy_model("badcfg");
+  write_file_atomic(bad_cfg + "/config.json", "{\"n_layer\": 2, \"n_head\": ");
+  expect_user_error("generate --model " + bad_cfg + " --max-new-tokens 3", "config.json");
+  std::string div = copy_model("div");
+  write_file_atomic(
+      div + "/config.json",
+      R"({"n_layer": 2, "n_head": 3, "n_embd": 32, "n_positions": 32, "vocab_size": 65})");
+  expect_user_error("generate --model " + div + " --max-new-tokens 3", "not divisible");
+  std::string trunc = copy_model("trunc");
+  std::string w = read_file(trunc + "/model.safetensors");
+  write_file_atomic(trunc + "/model.safetensors", w.substr(0, w.size() / 2));
+  expect_user_error("generate --model " + trunc + " --max-new-tokens 3", "model.safetensors");
+  std::string lie = copy_model("lie");
+  w = read_file(lie + "/model.safetensors");
+  size_t pos = w.find("[32, 96]");
+  if (pos == std::string::npos) pos = w.find("[32,96]");
+  ASSERT_NE(pos, std::string::npos);
+  w.replace(pos, 7, w[pos + 3] == ' ' ? "[32, 9]" : "[32,9]0");
+  write_file_atomic(lie + "/model.safetensors", w);
+  expect_user_error("generate --model " + lie + " --max-new-tokens 3", "model.safetensors");
+
+  // logits: ids out of range, too many ids; no output file is left behind.
+  write_file_atomic(d + "/ids.json", "[1, 2, 999]");
+  expect_user_error(
+      "logits --model " + m + " --ids " + d + "/ids.json --out " + d + "/l.safetensors",
+      "not a token id");
+  write_file_atomic(d + "/ids2.json", "[1, 2, 3");
+  expect_user_error(
+      "logits --model " + m + " --ids " + d + "/ids2.json --out " + d + "/l.safetensors",
+      "not valid JSON");
+  EXPECT_FALSE(fs::exists(d + "/l.safetensors"));
+  for (const auto& e : fs::directory_iterator(m))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos)
+        << "leftover temporary " << e.path();
+}
+
+TEST(Cli, GenerateStreamsAndWarnsOnLongPrompt) {
+  std::string m = test::temp_dir("gen");
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 2").rc, 0);
+  std::string out = test::temp_dir("genout") + "/o";
+  std::string prompt(50, 'a');
+  int rc = test::run(test::qkv_exe() + " generate --model " + m + " --prompt " + prompt +
+                     " --max-new-tokens 20 --seed 3 >" + out + " 2>" + out + ".err");
+  ASSERT_EQ(rc, 0);
+  EXPECT_NE(read_file(out + ".err").find("keeping the last 32"), std::string::npos);
+  std::string text = read_file(out);
+  EXPECT_EQ(text.substr(0, 32), std::string(32, 'a'));
+  EXPECT_EQ(text.size(), 32u + 20u + 1u);
+}
+
+}  // namespace
+}  // namespace qkv
