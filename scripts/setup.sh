@@ -6,7 +6,8 @@ set -euo pipefail
 
 pkgs=(g++ cmake make libfmt-dev nlohmann-json3-dev libcli11-dev fortunes)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(libgtest-dev python3-torch python3-numpy)
+  # OpenBLAS: Debian's PyTorch uses whichever BLAS is installed; without it, the reference BLAS (20x slower).
+  pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev)
 fi
 
 missing=()

@@ -9,6 +9,7 @@ namespace qkv::app {
 void add_train(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_logits(CLI::App& app);
+void add_bench(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   qkv::app::add_train(app);
   qkv::app::add_generate(app);
   qkv::app::add_logits(app);
+  qkv::app::add_bench(app);
   if (argc >= 2 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -222,7 +222,6 @@ void GPT::backward() {
                g_size = g_dfch + N * 4 * C;
   if (grad_acts_.size() != g_size) grad_acts_.assign(g_size, 0.0f);
   float* D = grad_acts_.data();
-  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
   auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
 
   float* dl = A + act_dlosses_;

@@ -48,12 +48,18 @@ void check_options(const TrainOptions& o) {
   QKV_CHECK(o.log_interval >= 1, "--log-interval must be >= 1");
 }
 
-std::string fmt_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  int64_t t = int64_t(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
-  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
+void fmt_duration(double s, char* buf, size_t n) {
+  if (!std::isfinite(s) || s < 0) {
+    std::snprintf(buf, n, "?");
+    return;
+  }
+  const long long t = static_cast<long long>(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, n, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
+  else if (t >= 60)
+    std::snprintf(buf, n, "%lldm%02llds", t / 60, t % 60);
+  else
+    std::snprintf(buf, n, "%llds", t);
 }
 
 // Keeps the log entries that precede the resumed step (train steps < step, evaluations <= step).
@@ -235,13 +241,17 @@ TrainResult train(const TrainOptions& opt_in) {
                  static_cast<long long>(it), loss, lr, tps, elapsed);
     if (!opt.quiet) {
       const double eta = avg * double(opt.max_iters - it - 1);
-      std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}",
-                                     it + 1, opt.max_iters, loss, lr, tps, fmt_duration(eta));
+      // snprintf into a fixed buffer: the step loop allocates nothing.
+      char eta_buf[32], line[160];
+      fmt_duration(eta, eta_buf, sizeof eta_buf);
+      std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s",
+                    static_cast<long long>(it + 1), static_cast<long long>(opt.max_iters), loss, lr,
+                    tps, eta_buf);
       if (tty) {
-        std::printf("\r\033[K%s", line.c_str());
+        std::printf("\r\033[K%s", line);
         std::fflush(stdout);
       } else if ((it + 1) % opt.log_interval == 0 || it + 1 == opt.max_iters) {
-        std::printf("%s\n", line.c_str());
+        std::printf("%s\n", line);
         std::fflush(stdout);
       }
     }

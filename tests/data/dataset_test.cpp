@@ -28,7 +28,9 @@ TEST(Dataset, WindowsAreShiftedByOneAndDeterministic) {
     EXPECT_LE(x[size_t(b) * T] + T, 99);  // window fits: i + T < len
     for (int t = 0; t < T; ++t) {
       EXPECT_EQ(y[size_t(b * T + t)], x[size_t(b * T + t)] + 1);
-      if (t) EXPECT_EQ(x[size_t(b * T + t)], x[size_t(b * T + t - 1)] + 1);
+      if (t) {
+        EXPECT_EQ(x[size_t(b * T + t)], x[size_t(b * T + t - 1)] + 1);
+      }
     }
   }
   sample_batch(data, B, T, 42, 4, x2.data(), y2.data());

@@ -47,13 +47,19 @@ class GPT(torch.nn.Module):
         if bias: p["ln_f.bias"] = (C,)
         self.names = list(p)
         self.params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(torch.zeros(s)) for k, s in p.items()})
+        self._by_name = {k: self.params[k.replace(".", "__")] for k in p}  # plain lookups in forward
+        self._masks = {}
 
     def P(self, name):
-        return self.params[name.replace(".", "__")]
+        return self._by_name[name]
 
     def opt(self, name):
-        key = name.replace(".", "__")
-        return self.params[key] if key in self.params else None
+        return self._by_name.get(name)
+
+    def causal_mask(self, T):
+        if T not in self._masks:
+            self._masks[T] = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        return self._masks[T]
 
     def forward(self, idx, targets=None):
         cfg = self.cfg
@@ -70,8 +76,7 @@ class GPT(torch.nn.Module):
             k = k.view(B, T, NH, C // NH).transpose(1, 2)
             v = v.view(B, T, NH, C // NH).transpose(1, 2)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-            mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            att = att.masked_fill(~self.causal_mask(T), float("-inf")).softmax(dim=-1)
             y = (att @ v).transpose(1, 2).reshape(B, T, C)
             y = y @ self.P(h + "attn.c_proj.weight")
             if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")

@@ -47,5 +47,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
 double sum_squares(const float* x, int64_t n);
 // x *= s.
 void scale(float* x, int64_t n, float s);
+// Runs iters x 8 independent vector FMAs in registers (single thread); returns the flops done.
+double fma_probe(int64_t iters);
 
 }  // namespace qkv::cpu

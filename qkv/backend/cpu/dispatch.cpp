@@ -112,5 +112,6 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
 }
 double sum_squares(const float* x, int64_t n) { return k().sum_squares(x, n); }
 void scale(float* x, int64_t n, float s) { k().scale(x, n, s); }
+double fma_probe(int64_t iters) { return k().fma_probe(iters); }
 
 }  // namespace qkv::cpu

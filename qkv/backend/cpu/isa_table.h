@@ -49,6 +49,7 @@ struct IsaTable {
                        float, float, float);
   double (*sum_squares)(const float*, int64_t);
   void (*scale)(float*, int64_t, float);
+  double (*fma_probe)(int64_t);
 };
 
 namespace avx512 {

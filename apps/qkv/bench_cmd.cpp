@@ -1,0 +1,124 @@
+// qkv bench train|generate|gemm|attention: speed on random weights and tokens.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "apps/qkv/commands.h"
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/core/error.h"
+#include "qkv/core/parallel.h"
+#include "qkv/perf/bench.h"
+
+namespace qkv::app {
+
+void add_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "bench", "Measure speed: train, generate, gemm or attention (random weights)");
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  struct Args {
+    std::string what, preset = "gpt2", dtype = "fp32";
+    int batch_size = 4, block_size = 256, prompt_tokens = 128, new_tokens = 32, steps = 5,
+        threads = 0;
+    int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
+    bool json = false, backward = true;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("what", a->what, "train, generate, gemm or attention")
+      ->required()
+      ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
+  cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "fp32 (bf16 and int8 are not implemented yet)")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Batch (train, attention)")->capture_default_str();
+  cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
+      ->capture_default_str();
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prefill length (generate)")
+      ->capture_default_str();
+  cmd->add_option("--new-tokens", a->new_tokens, "Decoded tokens (generate)")
+      ->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Timed repetitions")->capture_default_str();
+  cmd->add_option("-m", a->m, "GEMM M")->capture_default_str();
+  cmd->add_option("-n", a->n, "GEMM N")->capture_default_str();
+  cmd->add_option("-k", a->k, "GEMM K")->capture_default_str();
+  cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
+  cmd->add_option("--head-dim", a->head_dim, "Attention head size")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
+      ->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    QKV_CHECK(a->dtype == "fp32", "--dtype {} is not implemented yet (fp32 only)", a->dtype);
+    QKV_CHECK(a->steps >= 1, "--steps must be >= 1");
+    nlohmann::ordered_json j = {{"what", a->what},
+                                {"threads", num_threads()},
+                                {"isa", cpu::isa_name()},
+                                {"dtype", a->dtype}};
+    auto stats = [](const perf::Stats& s) {
+      return nlohmann::json{{"median_s", s.median}, {"min_s", s.min}, {"max_s", s.max}};
+    };
+    if (a->what == "train") {
+      GPTConfig c = GPTConfig::preset(a->preset);
+      QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
+                "--batch-size and --block-size must be >= 1");
+      auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps);
+      double peak = perf::measure_peak_gflops();
+      j.update({{"preset", a->preset},
+                {"batch_size", a->batch_size},
+                {"block_size", a->block_size},
+                {"tokens_per_sec", r.tokens_per_sec},
+                {"gflops", r.gflops},
+                {"peak_gflops", peak},
+                {"share_of_peak", r.gflops / peak},
+                {"step", stats(r.step)}});
+      if (!a->json)
+        std::printf(
+            "train %s B=%d T=%d: %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s fp32 "
+            "peak); step %.3f s [%.3f, %.3f]\n",
+            a->preset.c_str(), a->batch_size, a->block_size, r.tokens_per_sec, r.gflops,
+            100 * r.gflops / peak, peak, r.step.median, r.step.min, r.step.max);
+    } else if (a->what == "generate") {
+      GPTConfig c = GPTConfig::preset(a->preset);
+      auto r = perf::bench_generate(c, a->prompt_tokens, a->new_tokens, a->steps);
+      j.update({{"preset", a->preset},
+                {"prompt_tokens", a->prompt_tokens},
+                {"new_tokens", a->new_tokens},
+                {"prefill_tokens_per_sec", r.prefill_tokens_per_sec},
+                {"decode_tokens_per_sec", r.decode_tokens_per_sec},
+                {"prefill", stats(r.prefill)},
+                {"decode_token", stats(r.decode_token)}});
+      if (!a->json)
+        std::printf("generate %s: prefill %d tokens %.0f tokens/s; decode %.1f tokens/s\n",
+                    a->preset.c_str(), a->prompt_tokens, r.prefill_tokens_per_sec,
+                    r.decode_tokens_per_sec);
+    } else if (a->what == "gemm") {
+      QKV_CHECK(a->m >= 1 && a->n >= 1 && a->k >= 1, "-m, -n, -k must be >= 1");
+      auto r = perf::bench_gemm(a->m, a->n, a->k, false, false, a->steps);
+      j.update(
+          {{"m", a->m}, {"n", a->n}, {"k", a->k}, {"gflops", r.gflops}, {"time", stats(r.time)}});
+      if (!a->json)
+        std::printf("gemm %dx%dx%d: %.1f GFLOP/s (%.3f ms)\n", a->m, a->n, a->k, r.gflops,
+                    1e3 * r.time.median);
+    } else {
+      auto r = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, true,
+                                     a->steps);
+      auto f = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, false,
+                                     a->steps);
+      j.update({{"batch_size", a->batch_size},
+                {"heads", a->heads},
+                {"head_dim", a->head_dim},
+                {"seq_len", a->block_size},
+                {"gflops", r.gflops},
+                {"fwd_gflops", f.gflops},
+                {"fwd_ms", 1e3 * f.time.median},
+                {"fwd_bwd_ms", 1e3 * r.time.median}});
+      if (!a->json)
+        std::printf(
+            "attention B=%d NH=%d T=%d HS=%d: forward %.2f ms (%.1f GFLOP/s), forward+backward "
+            "%.2f ms (%.1f GFLOP/s)\n",
+            a->batch_size, a->heads, a->block_size, a->head_dim, 1e3 * f.time.median, f.gflops,
+            1e3 * r.time.median, r.gflops);
+    }
+    if (a->json) std::printf("%s\n", j.dump().c_str());
+  });
+}
+
+}  // namespace qkv::app

@@ -1,0 +1,85 @@
+// "No heap allocation per training step": after a warm-up step, a whole step (batch sampling,
+// forward, backward, clipping, AdamW) must not call operator new. Counted by replacing the
+// global operator new in this test binary; the counter is only armed around the measured steps.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "qkv/data/dataset.h"
+#include "qkv/infer/generator.h"
+#include "qkv/models/gpt.h"
+#include "qkv/train/optimizer.h"
+
+namespace {
+std::atomic<bool> g_armed{false};
+std::atomic<long> g_allocs{0};
+}  // namespace
+
+void* operator new(size_t n) {
+  if (g_armed.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+
+namespace qkv {
+namespace {
+
+TEST(NoAlloc, TrainingStepAllocatesNothing) {
+  GPTConfig c;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_embd = 64;
+  c.block_size = 80;  // more than one attention block
+  c.vocab_size = 71;
+  GPT model(c);
+  model.init_weights(1);
+  AdamW opt(model, {});
+  std::vector<int32_t> data(5000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = int32_t((i * 7919) % 71);
+  const int B = 3, T = 80;
+  std::vector<int32_t> x(B * T), y(B * T);
+  auto step = [&](int it) {
+    sample_batch(data, B, T, 1, uint64_t(it), x.data(), y.data());
+    model.zero_grad();
+    model.forward(x.data(), y.data(), B, T);
+    model.backward();
+    clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
+    opt.step(lr_schedule(it, 1e-3f, 1e-4f, 2, 10));
+  };
+  step(0);  // plans the buffers
+  g_allocs = 0;
+  g_armed = true;
+  for (int it = 1; it < 4; ++it) step(it);
+  g_armed = false;
+  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 training steps";
+}
+
+TEST(NoAlloc, DecodeStepAllocatesNothing) {
+  GPTConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 32;
+  c.block_size = 64;
+  c.vocab_size = 50;
+  GPT model(c);
+  model.init_weights(2);
+  std::vector<int32_t> prompt = {1, 2, 3, 4};
+  model.reset_cache();
+  model.extend(prompt.data(), 4);
+  int32_t next = 5;
+  g_allocs = 0;
+  g_armed = true;
+  for (int i = 0; i < 10; ++i) model.extend(&next, 1);
+  g_armed = false;
+  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 10 decode steps";
+}
+
+}  // namespace
+}  // namespace qkv
