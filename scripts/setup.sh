@@ -4,7 +4,7 @@
 #   scripts/setup.sh --test   also the test packages (GoogleTest, PyTorch for the reference)
 set -euo pipefail
 
-pkgs=(g++ cmake make libfmt-dev nlohmann-json3-dev libcli11-dev fortunes)
+pkgs=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev fortunes)
 if [[ "${1:-}" == "--test" ]]; then
   # OpenBLAS: Debian's PyTorch uses whichever BLAS is installed; without it, the reference BLAS (20x slower).
   pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev)

@@ -1,0 +1,83 @@
+// qkv's fp32 GEMM beside OpenBLAS's sgemm (Debian's libopenblas), at GPT-2 124M training shapes,
+// alternating the two in one run. Prints a Markdown table of medians (min-max) and the ratio.
+//   build/bench/gemm_vs_openblas [threads]
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/core/parallel.h"
+#include "qkv/core/rng.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  const char* what;
+  int M, N, K;
+  bool ta, tb;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  qkv::set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  // B*T = 1024 tokens (B=4, T=256), C = 768, vocab 50257.
+  const Shape shapes[] = {
+      {"qkv proj fwd", 1024, 2304, 768, false, false},
+      {"mlp up fwd", 1024, 3072, 768, false, false},
+      {"mlp down fwd", 1024, 768, 3072, false, false},
+      {"mlp down dinp", 1024, 3072, 768, false, true},
+      {"mlp down dW", 3072, 768, 1024, true, false},
+      {"lm head fwd", 1024, 50257, 768, false, true},
+      {"lm head dW", 50257, 768, 1024, true, false},
+      {"prefill qkv (128)", 128, 2304, 768, false, false},
+  };
+  std::printf(
+      "| shape | M x N x K | qkv GFLOP/s | OpenBLAS GFLOP/s | qkv / OpenBLAS "
+      "|\n|---|---|---|---|---|\n");
+  for (const Shape& s : shapes) {
+    qkv::Rng rng(1, 0);
+    std::vector<float> A(size_t(s.M) * s.K), B(size_t(s.K) * s.N), C(size_t(s.M) * s.N);
+    for (auto& x : A) x = rng.uniform() - 0.5f;
+    for (auto& x : B) x = rng.uniform() - 0.5f;
+    const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
+    std::vector<double> tq, to;
+    const int reps = s.M * double(s.N) * s.K > 1e10 ? 5 : 11;
+    for (int r = -1; r < reps; ++r) {
+      auto t0 = Clock::now();
+      qkv::cpu::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(),
+                     s.N);
+      double a = std::chrono::duration<double>(Clock::now() - t0).count();
+      t0 = Clock::now();
+      cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+                  s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), s.N);
+      double b = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (r >= 0) {
+        tq.push_back(a);
+        to.push_back(b);
+      }
+    }
+    const double flops = 2.0 * s.M * s.N * s.K;
+    const double gq = flops / median(tq) / 1e9, go = flops / median(to) / 1e9;
+    std::printf("| %s | %d x %d x %d | %.0f | %.0f | %.2f |\n", s.what, s.M, s.N, s.K, gq, go,
+                gq / go);
+  }
+  std::printf("\n%d threads, qkv kernels: %s\n", threads, qkv::cpu::isa_name());
+  return 0;
+}
