@@ -10,6 +10,7 @@ void add_train(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_logits(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_tokenize(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

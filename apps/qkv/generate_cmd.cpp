@@ -4,7 +4,7 @@
 #include "apps/qkv/commands.h"
 #include "qkv/core/error.h"
 #include "qkv/infer/generator.h"
-#include "qkv/tokenizer/char_tokenizer.h"
+#include "qkv/tokenizer/tokenizer.h"
 
 namespace qkv::app {
 
@@ -38,12 +38,12 @@ void add_generate(CLI::App& app) {
   cmd->callback([a] {
     apply_threads(a->threads);
     GPT model = GPT::from_dir(a->model);
-    CharTokenizer tok = CharTokenizer::load(a->model + "/" + CharTokenizer::kFileName);
-    QKV_CHECK(tok.vocab_size() == model.config().vocab_size,
-              "{}: tokenizer has {} symbols but the model's vocab_size is {}", a->model,
-              tok.vocab_size(), model.config().vocab_size);
+    std::unique_ptr<Tokenizer> tok = load_tokenizer(a->model);
+    QKV_CHECK(tok->vocab_size() <= model.config().vocab_size,
+              "{}: the tokenizer has {} tokens but the model's vocab_size is {}", a->model,
+              tok->vocab_size(), model.config().vocab_size);
     QKV_CHECK(!a->prompt.empty(), "--prompt is empty");
-    std::vector<int32_t> ids = tok.encode(a->prompt);
+    std::vector<int32_t> ids = tok->encode(a->prompt);
     const int ctx = model.config().block_size;
     if (int(ids.size()) > ctx) {
       std::fprintf(stderr,
@@ -52,10 +52,11 @@ void add_generate(CLI::App& app) {
       ids.erase(ids.begin(), ids.end() - ctx);
     }
     a->g.use_kv_cache = !a->no_cache;
-    std::fputs(tok.decode(ids).c_str(), stdout);
+    const std::string shown = tok->decode(ids);
+    std::fwrite(shown.data(), 1, shown.size(), stdout);
     std::fflush(stdout);
     generate(model, ids, a->g, [&](int32_t id) {
-      std::string s = tok.decode_one(id);
+      std::string s = tok->token_bytes(id);
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
       return true;

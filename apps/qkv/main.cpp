@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   qkv::app::add_generate(app);
   qkv::app::add_logits(app);
   qkv::app::add_bench(app);
+  qkv::app::add_tokenize(app);
   if (argc >= 2 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -36,8 +36,12 @@ void add_train(CLI::App& app) {
   cmd->add_option("--n-embd", a->n_embd, "Embedding width (divisible by --n-head)");
   cmd->add_option("--block-size", a->block_size, "Context length in tokens");
   cmd->add_option("--bias", a->bias, "Biases in linear layers and LayerNorms (true/false)");
-  cmd->add_option("--tokenizer", a->o.tokenizer, "char (sorted unique characters) or byte")
-      ->capture_default_str();
+  cmd->add_option("--tokenizer", a->o.tokenizer,
+                  "char (sorted unique characters; default), byte, or a directory with a BPE "
+                  "vocabulary (vocab.json + merges.txt)");
+  cmd->add_option("--model", a->o.init_from,
+                  "Start from this model directory (its config, weights and tokenizer; e.g. a "
+                  "Hugging Face GPT-2 directory)");
   cmd->add_option("--batch-size", a->o.batch_size, "Sequences per step")->capture_default_str();
   cmd->add_option("--max-iters", a->o.max_iters, "Training steps")->capture_default_str();
   cmd->add_option("--learning-rate", a->o.learning_rate, "Peak learning rate")

@@ -16,6 +16,7 @@
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 #include "qkv/tokenizer/char_tokenizer.h"
+#include "qkv/tokenizer/tokenizer.h"
 #include "qkv/train/optimizer.h"
 
 namespace qkv {
@@ -31,8 +32,6 @@ const char* kLogFile = "log.jsonl";
 void check_options(const TrainOptions& o) {
   QKV_CHECK(!o.data.empty(), "--data is required");
   QKV_CHECK(!o.out.empty(), "--out is required");
-  QKV_CHECK(o.tokenizer == "char" || o.tokenizer == "byte",
-            "--tokenizer must be char or byte, got '{}'", o.tokenizer);
   QKV_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
   QKV_CHECK(o.max_iters >= 0, "--max-iters must be >= 0, got {}", o.max_iters);
   QKV_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "--learning-rate must be > 0");
@@ -79,6 +78,14 @@ void truncate_log(const std::string& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
+// Byte offset of the first character past `fraction` of the characters (UTF-8 aware).
+size_t split_point(const std::string& text, double fraction) {
+  std::vector<size_t> offsets;
+  utf8_symbols(text, &offsets);
+  const size_t k = size_t(double(offsets.size()) * fraction);
+  return k < offsets.size() ? offsets[k] : text.size();
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& opt_in) {
@@ -93,12 +100,30 @@ TrainResult train(const TrainOptions& opt_in) {
   if (opt.resume && !resuming && !opt.quiet)
     std::printf("no checkpoint in %s: starting from scratch\n", opt.out.c_str());
 
-  CharTokenizer tok = resuming ? CharTokenizer::load(opt.out + "/" + CharTokenizer::kFileName)
-                      : opt.tokenizer == "byte" ? CharTokenizer::bytes()
-                                                : CharTokenizer::from_text(text);
-  opt.model.vocab_size = tok.vocab_size();
+  std::unique_ptr<Tokenizer> tok;
+  if (resuming)
+    tok = load_tokenizer(opt.out);
+  else if (!opt.init_from.empty() && opt.tokenizer.empty())
+    tok = load_tokenizer(opt.init_from);
+  else
+    tok = make_tokenizer(opt.tokenizer.empty() ? "char" : opt.tokenizer, text);
+  if (!opt.init_from.empty()) {
+    // Start from an existing model: its architecture, then its weights below.
+    opt.model = GPT::from_dir(opt.init_from).config();
+    QKV_CHECK(tok->vocab_size() <= opt.model.vocab_size,
+              "{}: the tokenizer has {} tokens but the model only {}", opt.init_from,
+              tok->vocab_size(), opt.model.vocab_size);
+  } else {
+    opt.model.vocab_size = tok->vocab_size();
+  }
   opt.model.validate("model config");
-  const TokenSplit split = split_tokens(tok.encode(text));
+  // nanoGPT's split: the first 90% of the characters train, the rest validates; each part is
+  // tokenised on its own.
+  const size_t cut = split_point(text, 0.9);
+  const int enc_threads = num_threads();
+  TokenSplit split;
+  split.train = tok->encode(std::string_view(text).substr(0, cut), enc_threads);
+  split.val = tok->encode(std::string_view(text).substr(cut), enc_threads);
   const int T = opt.model.block_size, B = opt.batch_size;
   QKV_CHECK(split.train.size() > size_t(T),
             "{}: the training split has {} tokens, fewer than one block of {} + 1 (use a longer "
@@ -139,10 +164,17 @@ TrainResult train(const TrainOptions& opt_in) {
     truncate_log(opt.out + "/" + kLogFile, start);
     if (!opt.quiet) std::printf("resuming from step %lld\n", static_cast<long long>(start));
   } else {
-    model.init_weights(opt.seed);
+    if (!opt.init_from.empty())
+      model = GPT::from_dir(opt.init_from);
+    else
+      model.init_weights(opt.seed);
     write_file_atomic(opt.out + "/" + kLogFile, "");
+    // A fresh run replaces whatever tokenizer files an earlier run left in the directory.
+    for (const char* f : {"qkv_tokenizer.json", "vocab.json", "merges.txt", "tokenizer.json",
+                          "encoder.json", "vocab.bpe"})
+      std::remove((opt.out + "/" + f).c_str());
   }
-  tok.save(opt.out + "/" + CharTokenizer::kFileName);
+  tok->save(opt.out);
   write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
 
   FILE* log = std::fopen((opt.out + "/" + kLogFile).c_str(), "a");

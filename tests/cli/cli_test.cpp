@@ -5,9 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -63,19 +65,21 @@ TEST(Cli, SameSeedSameRunBitForBit) {
   EXPECT_LT(la.back(), la.front() - 0.5) << "training did not learn";
 }
 
+size_t log_lines(const std::string& path) {
+  std::ifstream in(path);
+  return size_t(
+      std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'));
+}
+
 TEST(Cli, ResumeAfterSigkillIsExact) {
-  // A longer run with a checkpoint every 10 steps, so kills land mid-step and mid-checkpoint.
+  // A run with a checkpoint every 10 steps, killed once its log shows a given number of lines,
+  // so the kills land mid-step and mid-checkpoint whatever the machine's load.
   const std::string args_tail = " --max-iters 1000 --eval-interval 100 --checkpoint-interval 10";
   std::string ref = test::temp_dir("resume_ref");
-  const auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(run_qkv(small_train_args(corpus(), ref) + args_tail).rc, 0);
-  const double run_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const std::string want = read_file(ref + "/model.safetensors");
-  int killed = 0;
-  for (double frac : {0.15, 0.35, 0.55, 0.75, 0.9}) {
-    const int delay_ms = int(frac * run_ms);
-    std::string dir = test::temp_dir("resume_" + std::to_string(delay_ms));
+  for (size_t kill_at : {7, 95, 333, 574, 861}) {
+    std::string dir = test::temp_dir("resume_" + std::to_string(kill_at));
     std::string cmd = small_train_args(corpus(), dir) + args_tail;
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -84,19 +88,25 @@ TEST(Cli, ResumeAfterSigkillIsExact) {
             ("exec " + test::qkv_exe() + " " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    kill(pid, SIGKILL);
     int status = 0;
+    bool exited = false;
+    while (log_lines(dir + "/log.jsonl") < kill_at) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    ASSERT_FALSE(exited) << "the run ended before its log reached " << kill_at << " lines";
+    kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    killed += WIFSIGNALED(status) ? 1 : 0;
+    EXPECT_TRUE(WIFSIGNALED(status)) << "not killed at " << kill_at;
     CmdResult r = run_qkv(cmd + " --resume");
     ASSERT_EQ(r.rc, 0) << r.err;
-    EXPECT_EQ(read_file(dir + "/model.safetensors"), want) << "killed after " << delay_ms << " ms";
+    EXPECT_EQ(read_file(dir + "/model.safetensors"), want) << "killed at log line " << kill_at;
     EXPECT_EQ(losses_in_log(dir), losses_in_log(ref))
-        << "log after resume, killed at " << delay_ms << " ms";
+        << "log after resume, killed at line " << kill_at;
   }
-  // The test means something only if the runs were really cut short.
-  EXPECT_GE(killed, 3) << "runs finished before the kill; the run is " << run_ms << " ms";
 }
 
 TEST(Cli, LogitsVerbMatchesLibrary) {

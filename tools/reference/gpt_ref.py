@@ -166,6 +166,53 @@ def parity(args):
     safetensors_io.save(os.path.join(args.out, "expected.safetensors"), out)
 
 
+def hf_model(args):
+    """A random model of a GPT-2 size saved as Hugging Face does (no "transformer." prefix, the
+    h.N.attn.bias mask buffers present, HF's config keys), plus its logits for random ids and
+    64 greedily generated ids (full recomputation each step)."""
+    torch.manual_seed(args.seed)
+    sizes = {"gpt2": (12, 12, 768), "tiny": (2, 4, 64)}
+    L, H, C = sizes[args.size]
+    cfg = {"n_layer": L, "n_head": H, "n_embd": C, "n_positions": 1024, "vocab_size": 50257,
+           "layer_norm_epsilon": 1e-5, "bias": True}
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name in model.names:
+            p = model.P(name)
+            if "ln_" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.02 * torch.randn_like(p))
+            if args.dtype == "bf16":  # the reference computes with the weights as stored
+                p.copy_(p.to(torch.bfloat16).float())
+            elif args.dtype == "f16":
+                p.copy_(p.to(torch.float16).float())
+    store = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
+    tensors = {n: model.P(n).detach().to(store) for n in model.names}
+    for i in range(L):
+        tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1024, 1024)).view(1, 1, 1024, 1024).to(store)
+    os.makedirs(args.out, exist_ok=True)
+    safetensors_io.save(os.path.join(args.out, "model.safetensors"), tensors, {"format": "pt"})
+    hf_cfg = {"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+              "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+              "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": C, "n_head": H,
+              "n_inner": None, "n_layer": L, "n_positions": 1024, "resid_pdrop": 0.1,
+              "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True,
+              "summary_type": "cls_index", "summary_use_proj": True, "vocab_size": 50257}
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)
+    ids = torch.randint(0, 50257, (1, args.seq))
+    with torch.no_grad():
+        logits, _ = model(ids)
+        seq = ids[:, :8]
+        for _ in range(args.new_tokens):
+            nxt = model(seq)[0][:, -1, :].argmax(dim=-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    safetensors_io.save(os.path.join(args.out, "expected.safetensors"),
+                        {"ids": ids[0].to(torch.int32), "logits": logits[0].contiguous(),
+                         "prompt": ids[0, :8].to(torch.int32), "greedy": seq[0, 8:].to(torch.int32)})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -180,11 +227,20 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    h = sub.add_parser("hf-model", help="a Hugging Face GPT-2 directory with reference logits and greedy ids")
+    h.add_argument("--out", required=True)
+    h.add_argument("--size", default="gpt2", choices=["gpt2", "tiny"])
+    h.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    h.add_argument("--seq", type=int, default=128)
+    h.add_argument("--new-tokens", type=int, default=64)
+    h.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
     if args.cmd == "parity":
         parity(args)
+    elif args.cmd == "hf-model":
+        hf_model(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+// qkv tokenize / detokenize: text <-> token ids (a JSON array) with a model directory's tokenizer.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "apps/qkv/commands.h"
+#include "qkv/core/error.h"
+#include "qkv/core/file.h"
+#include "qkv/tokenizer/tokenizer.h"
+
+namespace qkv::app {
+
+namespace {
+std::string read_input(const std::string& file) {
+  if (!file.empty() && file != "-") return read_file(file);
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+void add_tokenize(CLI::App& app) {
+  {
+    auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
+    cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    struct Args {
+      std::string model, file, text;
+      int threads = 1;
+    };
+    auto a = std::make_shared<Args>();
+    cmd->add_option("--model", a->model, "Model or tokenizer directory")->required();
+    cmd->add_option("--file", a->file, "Text file (default: standard input)");
+    cmd->add_option("--text", a->text, "Text given on the command line instead of a file");
+    cmd->add_option("--threads", a->threads, "Threads for large inputs")->capture_default_str();
+    cmd->callback([a] {
+      QKV_CHECK(a->threads >= 1 && a->threads <= 1024, "--threads must be in [1, 1024]");
+      std::unique_ptr<Tokenizer> tok = load_tokenizer(a->model);
+      const std::string text = !a->text.empty() ? a->text : read_input(a->file);
+      const std::vector<int32_t> ids = tok->encode(text, a->threads);
+      std::string out = "[";
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (i) out += ", ";
+        out += std::to_string(ids[i]);
+      }
+      out += "]\n";
+      std::fwrite(out.data(), 1, out.size(), stdout);
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("detokenize", "Print the text of a JSON array of token ids");
+    cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    struct Args {
+      std::string model, file, ids;
+    };
+    auto a = std::make_shared<Args>();
+    cmd->add_option("--model", a->model, "Model or tokenizer directory")->required();
+    cmd->add_option("--file", a->file, "JSON file with the ids (default: standard input)");
+    cmd->add_option("--ids", a->ids, "The JSON array given on the command line");
+    cmd->callback([a] {
+      std::unique_ptr<Tokenizer> tok = load_tokenizer(a->model);
+      const std::string where = !a->ids.empty() ? "--ids" : a->file.empty() ? "<stdin>" : a->file;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(!a->ids.empty() ? a->ids : read_input(a->file));
+      } catch (const nlohmann::json::exception& e) {
+        QKV_CHECK(false, "{}: not valid JSON ({})", where, e.what());
+      }
+      QKV_CHECK(j.is_array(), "{}: expected a JSON array of token ids", where);
+      std::vector<int32_t> ids;
+      for (size_t i = 0; i < j.size(); ++i) {
+        QKV_CHECK(j[i].is_number_integer() && j[i].get<int64_t>() >= 0 &&
+                      j[i].get<int64_t>() < tok->vocab_size(),
+                  "{}: element {} ({}) is not a token id in [0, {})", where, i, j[i].dump(),
+                  tok->vocab_size());
+        ids.push_back(int32_t(j[i].get<int64_t>()));
+      }
+      const std::string text = tok->decode(ids);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    });
+  }
+}
+
+}  // namespace qkv::app
