@@ -1,4 +1,7 @@
 // qkv tokenize / detokenize: text <-> token ids (a JSON array) with a model directory's tokenizer.
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -7,6 +10,7 @@
 #include "apps/qkv/commands.h"
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
+#include "qkv/tokenizer/bpe_trainer.h"
 #include "qkv/tokenizer/tokenizer.h"
 
 namespace qkv::app {
@@ -18,7 +22,56 @@ std::string read_input(const std::string& file) {
 }
 }  // namespace
 
+void add_tokenizer_train(CLI::App& app) {
+  auto* group = app.add_subcommand("tokenizer", "Tokenizer tools");
+  group->require_subcommand(1);
+  auto* cmd = group->add_subcommand(
+      "train", "Learn a byte-level BPE vocabulary (GPT-2 pre-tokenizer) from text");
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  struct Args {
+    std::string data, out;
+    BpeTrainOptions o;
+    bool no_special = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--data", a->data, "Training text file")->required();
+  cmd->add_option("--vocab-size", a->o.vocab_size,
+                  "Vocabulary size (256 bytes + merges + <|endoftext|>)")
+      ->capture_default_str();
+  cmd->add_option("--out", a->out, "Directory for vocab.json + merges.txt")->required();
+  cmd->add_option("--min-count", a->o.min_pair_count, "Stop when no pair occurs this often")
+      ->capture_default_str();
+  cmd->add_option("--threads", a->o.threads, "Threads for pre-tokenization")->capture_default_str();
+  cmd->add_flag("--no-special", a->no_special, "Do not add <|endoftext|>");
+  cmd->callback([a] {
+    QKV_CHECK(a->o.vocab_size >= 257 && a->o.vocab_size <= (1 << 20),
+              "--vocab-size must be in [257, 1048576], got {}", a->o.vocab_size);
+    QKV_CHECK(a->o.min_pair_count >= 1, "--min-count must be >= 1");
+    QKV_CHECK(a->o.threads >= 1 && a->o.threads <= 1024, "--threads must be in [1, 1024]");
+    if (a->no_special) a->o.specials.clear();
+    const std::string text = read_file(a->data);
+    QKV_CHECK(!text.empty(), "{}: the data file is empty", a->data);
+    const bool tty = ::isatty(STDERR_FILENO);
+    a->o.progress = [tty](int done, int total) {
+      if (tty) std::fprintf(stderr, "\r\033[Kmerges %d/%d", done, total);
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    BpeTokenizer tok = train_bpe(text, a->o);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (tty) std::fprintf(stderr, "\n");
+    tok.save(a->out);
+    std::printf(
+        "learned %d tokens from %zu bytes in %.2f s (%.2f MB/s); wrote %s/vocab.json and "
+        "merges.txt\n",
+        tok.vocab_size(), text.size(), s, double(text.size()) / s / 1e6, a->out.c_str());
+    if (tok.vocab_size() < a->o.vocab_size)
+      std::printf("note: stopped at %d tokens: no pair occurs %d times or more\n", tok.vocab_size(),
+                  a->o.min_pair_count);
+  });
+}
+
 void add_tokenize(CLI::App& app) {
+  add_tokenizer_train(app);
   {
     auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
     cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

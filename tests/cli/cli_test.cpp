@@ -208,3 +208,46 @@ TEST(Cli, GenerateStreamsAndWarnsOnLongPrompt) {
 
 }  // namespace
 }  // namespace qkv
+
+namespace qkv {
+namespace {
+
+// BPE end to end: learn a vocabulary, train on its tokens, generate; and train on GPT-2's.
+TEST(CliBpe, TokenizerTrainThenTrainAndGenerate) {
+  const std::string d = test::temp_dir("clibpe");
+  CmdResult r =
+      run_qkv("tokenizer train --data " + corpus() + " --vocab-size 600 --out " + d + "/tok");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run_qkv(small_train_args(corpus(), d + "/m") + " --max-iters 20 --tokenizer " + d + "/tok");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  GPT m = GPT::from_dir(d + "/m");
+  EXPECT_EQ(m.config().vocab_size, 600);
+  EXPECT_TRUE(fs::exists(d + "/m/vocab.json") && fs::exists(d + "/m/merges.txt"));
+  EXPECT_FALSE(fs::exists(d + "/m/qkv_tokenizer.json"));
+  const std::string out = d + "/gen.txt";
+  ASSERT_EQ(test::run(test::qkv_exe() + " generate --model " + d +
+                      "/m --prompt 'To be' --max-new-tokens 10 > " + out),
+            0);
+  EXPECT_EQ(read_file(out).rfind("To be", 0), 0u);
+  // tokenize / detokenize round trip through the CLI.
+  write_file_atomic(d + "/t.txt", "Wherefore art thou, Romeo?\n");
+  ASSERT_EQ(test::run(test::qkv_exe() + " tokenize --model " + d + "/m --file " + d + "/t.txt > " +
+                      d + "/ids.json"),
+            0);
+  ASSERT_EQ(test::run(test::qkv_exe() + " detokenize --model " + d + "/m --file " + d +
+                      "/ids.json > " + d + "/back.txt"),
+            0);
+  EXPECT_EQ(read_file(d + "/back.txt"), read_file(d + "/t.txt"));
+  // GPT-2's own vocabulary.
+  r = run_qkv(small_train_args(corpus(), d + "/g") + " --max-iters 3 --tokenizer " +
+              test::shared_data() + "/gpt2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(GPT::from_dir(d + "/g").config().vocab_size, 50257);
+  expect_user_error(
+      "train --data " + corpus() + " --out " + d + "/x --tokenizer " + d + "/nonexistent",
+      "--tokenizer");
+  expect_user_error("detokenize --model " + d + "/m --ids '[1, 99999]'", "not a token id");
+}
+
+}  // namespace
+}  // namespace qkv
