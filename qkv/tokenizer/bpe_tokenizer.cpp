@@ -165,7 +165,9 @@ BpeTokenizer BpeTokenizer::load_dir(const std::string& dir) {
         t.specials_.emplace_back(a["content"].get<std::string>(), a["id"].get<int32_t>());
     }
   std::vector<std::string> id_bytes;
-  for (auto& [k, v] : entries) {
+  for (auto& entry : entries) {
+    const std::string& k = entry.first;
+    const int64_t v = entry.second;
     QKV_CHECK(v >= 0 && v < (int64_t(1) << 24), "{}: id {} of '{}' out of range", tj, v, k);
     if (size_t(v) >= id_bytes.size()) id_bytes.resize(size_t(v) + 1);
     std::string bytes;
