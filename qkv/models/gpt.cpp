@@ -366,6 +366,26 @@ void GPT::save(const std::string& path) const {
   std::vector<TensorRef> refs;
   for (const auto& p : params_)
     refs.push_back({"transformer." + p.name, DType::F32, p.shape, params_buf_.data() + p.offset});
+  // Hugging Face's GPT-2 always has biases: a model without them is saved with zero biases
+  // (the same function), so every qkv checkpoint is a valid HF GPT-2 directory.
+  std::vector<float> zeros;
+  if (!config_.bias) {
+    const int64_t C = config_.n_embd;
+    zeros.assign(size_t(4 * C), 0.0f);
+    auto zero = [&](const std::string& name, int64_t n) {
+      refs.push_back({"transformer." + name, DType::F32, {n}, zeros.data()});
+    };
+    for (int l = 0; l < config_.n_layer; ++l) {
+      const std::string p = "h." + std::to_string(l) + ".";
+      zero(p + "ln_1.bias", C);
+      zero(p + "attn.c_attn.bias", 3 * C);
+      zero(p + "attn.c_proj.bias", C);
+      zero(p + "ln_2.bias", C);
+      zero(p + "mlp.c_fc.bias", 4 * C);
+      zero(p + "mlp.c_proj.bias", C);
+    }
+    zero("ln_f.bias", C);
+  }
   save_safetensors(path, refs, {{"format", "pt"}});
 }
 

@@ -16,12 +16,14 @@
 #include "tests/test_paths.h"
 
 namespace qkv {
-namespace {
 
+// GPT-2's tokenizer, loaded once for all the tests in this file.
 const BpeTokenizer& gpt2() {
   static BpeTokenizer t = BpeTokenizer::load_dir(test::shared_data() + "/gpt2");
   return t;
 }
+
+namespace {
 
 TEST(Bpe, EveryTiktokenCase) {
   const std::string dir = test::shared_data() + "/gpt2/cases";
@@ -136,6 +138,38 @@ TEST(Bpe, BadFilesGiveClearErrors) {
   expect_load_error("{\"a\": 0, \"b\": 2}", "", "no token has id 1");
   expect_load_error("{\"a\": \"x\"}", "", "non-integer id");
   expect_load_error("{\"a\": 0}", "", "single byte");
+}
+
+}  // namespace
+}  // namespace qkv
+
+namespace qkv {
+namespace {
+
+// A Hugging Face tokenizer.json built from the same vocabulary encodes identically.
+TEST(Bpe, HfTokenizerJson) {
+  const std::string src = test::shared_data() + "/gpt2";
+  nlohmann::json vocab = nlohmann::json::parse(read_file(src + "/vocab.json"));
+  nlohmann::json merges = nlohmann::json::array();
+  const std::string m = read_file(src + "/merges.txt");
+  size_t pos = m.find('\n') + 1;  // skip "#version"
+  while (pos < m.size()) {
+    size_t nl = m.find('\n', pos);
+    if (nl > pos) merges.push_back(m.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  nlohmann::json tj = {
+      {"version", "1.0"},
+      {"added_tokens", {{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  const std::string dir = test::temp_dir("tokjson");
+  write_file_atomic(dir + "/tokenizer.json", tj.dump());
+  BpeTokenizer t = BpeTokenizer::load_dir(dir);
+  const std::string s = read_file(test::shared_data() + "/gpt2/cases/14-code-python.txt");
+  EXPECT_EQ(t.encode(s), gpt2().encode(s));
+  EXPECT_EQ(t.encode("x<|endoftext|>y", true), gpt2().encode("x<|endoftext|>y", true));
+  write_file_atomic(dir + "/tokenizer.json", tj.dump().substr(0, 5000));
+  EXPECT_THROW(BpeTokenizer::load_dir(dir), Error);
 }
 
 }  // namespace

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# qkv beside PyTorch (tools/reference/bench_ref.py: the same GPT in PyTorch 1.13 + OpenBLAS) on
+# the same workloads with random weights, alternating, ROUNDS times. Prints medians, min-max
+# and the ratio qkv / PyTorch. Usage: bench/compare.sh [ROUNDS] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+threads=${2:-2}
+[[ -x build/qkv ]] || scripts/build.sh qkv
+export OPENBLAS_NUM_THREADS=1  # PyTorch's fastest setting here (its own threads parallelise)
+workloads=(
+  "train gpt2 B=4 T=256|tokens_per_sec|train --preset gpt2 --batch-size 4 --block-size 256 --steps 3"
+  "train baby B=12 T=64|tokens_per_sec|train --preset baby --batch-size 12 --block-size 64 --steps 20"
+  "prefill gpt2 128 tokens|prefill_tokens_per_sec|generate --preset gpt2 --prompt-tokens 128 --new-tokens 32 --steps 3"
+  "decode gpt2 (KV cache)|decode_tokens_per_sec|generate --preset gpt2 --prompt-tokens 128 --new-tokens 32 --steps 3"
+)
+field() { sed "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/" <<<"$1"; }
+stats() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR] }'; }
+printf '| workload | qkv | PyTorch | qkv / PyTorch |\n|---|---|---|---|\n'
+for w in "${workloads[@]}"; do
+  IFS='|' read -r name key args <<<"$w"
+  q=() p=()
+  for _ in $(seq "$rounds"); do
+    q+=("$(field "$(build/qkv bench $args --threads "$threads" --json)" "$key")")
+    p+=("$(field "$(/usr/bin/python3 tools/reference/bench_ref.py $args --threads "$threads")" "$key")")
+  done
+  qs=$(echo "${q[*]}" | stats) ps=$(echo "${p[*]}" | stats)
+  qm=${qs%% *} pm=${ps%% *}
+  printf '| %s | %s | %s | %.2f |\n' "$name" "$qs" "$ps" "$(awk -v a="$qm" -v b="$pm" 'BEGIN { print a / b }')"
+done
+echo
+echo "tokens/s, median (min-max) of $rounds rounds; $threads threads; $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)"
