@@ -76,7 +76,7 @@ void add_tokenize(CLI::App& app) {
     auto* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
     cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     struct Args {
-      std::string model, file, text;
+      std::string model, file, text, out;
       int threads = 1;
     };
     auto a = std::make_shared<Args>();
@@ -84,11 +84,32 @@ void add_tokenize(CLI::App& app) {
     cmd->add_option("--file", a->file, "Text file (default: standard input)");
     cmd->add_option("--text", a->text, "Text given on the command line instead of a file");
     cmd->add_option("--threads", a->threads, "Threads for large inputs")->capture_default_str();
+    cmd->add_option("--out", a->out,
+                    "Write a token file instead of JSON: little-endian uint16 ids (uint32 if the "
+                    "vocabulary exceeds 65536), nanoGPT's .bin format");
     cmd->callback([a] {
       QKV_CHECK(a->threads >= 1 && a->threads <= 1024, "--threads must be in [1, 1024]");
       std::unique_ptr<Tokenizer> tok = load_tokenizer(a->model);
       const std::string text = !a->text.empty() ? a->text : read_input(a->file);
       const std::vector<int32_t> ids = tok->encode(text, a->threads);
+      if (!a->out.empty()) {
+        const bool wide = tok->vocab_size() > 65536;
+        std::string bin;
+        bin.reserve(ids.size() * (wide ? 4 : 2));
+        for (int32_t id : ids) {
+          const uint32_t v = uint32_t(id);
+          bin.push_back(char(v & 0xff));
+          bin.push_back(char((v >> 8) & 0xff));
+          if (wide) {
+            bin.push_back(char((v >> 16) & 0xff));
+            bin.push_back(char(v >> 24));
+          }
+        }
+        write_file_atomic(a->out, bin);
+        std::fprintf(stderr, "wrote %zu tokens (%s) to %s\n", ids.size(),
+                     wide ? "uint32" : "uint16", a->out.c_str());
+        return;
+      }
       std::string out = "[";
       for (size_t i = 0; i < ids.size(); ++i) {
         if (i) out += ", ";

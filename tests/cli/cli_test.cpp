@@ -251,3 +251,23 @@ TEST(CliBpe, TokenizerTrainThenTrainAndGenerate) {
 
 }  // namespace
 }  // namespace qkv
+
+namespace qkv {
+namespace {
+
+// A large file encoded with 2 threads into nanoGPT's uint16 token file equals the reference
+// ids of tiny Shakespeare's training split (made by tiktoken, in ../shared/data).
+TEST(CliBpe, TokenFileMatchesNanoGptBin) {
+  const std::string d = test::temp_dir("tokbin");
+  const std::string text = read_file(corpus());
+  write_file_atomic(d + "/train.txt", text.substr(0, text.size() * 9 / 10));
+  ASSERT_EQ(
+      test::run(test::qkv_exe() + " tokenize --model " + test::shared_data() + "/gpt2 --file " + d +
+                "/train.txt --threads 2 --out " + d + "/train.bin 2>/dev/null"),
+      0);
+  EXPECT_EQ(read_file(d + "/train.bin"),
+            read_file(test::shared_data() + "/tinyshakespeare_gpt2_train.bin"));
+}
+
+}  // namespace
+}  // namespace qkv
