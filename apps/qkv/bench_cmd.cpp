@@ -26,7 +26,7 @@ void add_bench(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
   cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "fp32 (bf16 and int8 are not implemented yet)")
+  cmd->add_option("--dtype", a->dtype, "fp32, or bf16 for gemm (int8 is not implemented yet)")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Batch (train, attention)")->capture_default_str();
   cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
@@ -46,7 +46,9 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a] {
     apply_threads(a->threads);
-    QKV_CHECK(a->dtype == "fp32", "--dtype {} is not implemented yet (fp32 only)", a->dtype);
+    QKV_CHECK(a->dtype == "fp32" || (a->dtype == "bf16" && a->what == "gemm"),
+              "--dtype {} is not implemented for '{}' yet (fp32 everywhere, bf16 for gemm)",
+              a->dtype, a->what);
     QKV_CHECK(a->steps >= 1, "--steps must be >= 1");
     nlohmann::ordered_json j = {{"what", a->what},
                                 {"threads", num_threads()},
@@ -91,12 +93,16 @@ void add_bench(CLI::App& app) {
                     r.decode_tokens_per_sec);
     } else if (a->what == "gemm") {
       QKV_CHECK(a->m >= 1 && a->n >= 1 && a->k >= 1, "-m, -n, -k must be >= 1");
-      auto r = perf::bench_gemm(a->m, a->n, a->k, false, false, a->steps);
+      auto r = perf::bench_gemm(a->m, a->n, a->k, false, false, a->steps, a->dtype);
       j.update(
           {{"m", a->m}, {"n", a->n}, {"k", a->k}, {"gflops", r.gflops}, {"time", stats(r.time)}});
+      j["amx"] = cpu::amx_available();
       if (!a->json)
-        std::printf("gemm %dx%dx%d: %.1f GFLOP/s (%.3f ms)\n", a->m, a->n, a->k, r.gflops,
-                    1e3 * r.time.median);
+        std::printf("gemm %s %dx%dx%d: %.1f GFLOP/s (%.3f ms)%s\n", a->dtype.c_str(), a->m, a->n,
+                    a->k, r.gflops, 1e3 * r.time.median,
+                    a->dtype != "bf16"     ? ""
+                    : cpu::amx_available() ? " [AMX]"
+                                           : " [no AMX: fp32 kernel]");
     } else {
       auto r = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, true,
                                      a->steps);

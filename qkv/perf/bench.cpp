@@ -119,13 +119,14 @@ GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_to
   return g;
 }
 
-KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps) {
+KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps, const std::string& dtype) {
+  auto* fn = dtype == "bf16" ? &cpu::gemm_bf16 : &cpu::gemm;
   auto A = random_vec(size_t(M) * K, 1), B = random_vec(size_t(K) * N, 2);
   std::vector<float> C(size_t(M) * N);
   std::vector<double> t;
   for (int r = -2; r < reps; ++r) {
     auto t0 = Clock::now();
-    cpu::gemm(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N);
+    fn(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N);
     if (r >= 0) t.push_back(since(t0));
   }
   KernelBench k;

@@ -35,7 +35,9 @@ struct KernelBench {
   double gflops = 0;
   Stats time;
 };
-KernelBench bench_gemm(int M, int N, int K, bool trans_a, bool trans_b, int reps);
+// dtype: "fp32" or "bf16" (AMX where available).
+KernelBench bench_gemm(int M, int N, int K, bool trans_a, bool trans_b, int reps,
+                       const std::string& dtype = "fp32");
 // Causal attention forward (+ backward if `backward`), B x NH heads of size HS over T tokens.
 KernelBench bench_attention(int B, int NH, int T, int HS, bool backward, int reps);
 

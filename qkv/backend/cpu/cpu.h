@@ -20,6 +20,15 @@ bool isa_supported(const std::string& name);
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Same contract as gemm, with the inputs rounded to bf16 and fp32 accumulation: AMX tiles where
+// the CPU has them (and the kernel grants the tile permission), else the fp32 kernel on the
+// rounded inputs.
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+bool amx_available();
+// Turns the AMX path off (or back on, if available): for tests of the fallback.
+void set_amx(bool on);
+
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int Tt, int C);
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B,

@@ -1,14 +1,46 @@
 // Chooses the instruction-set build of the CPU kernels once, from the CPU and QKV_ISA.
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/cpu/isa_table.h"
+#include "qkv/core/dtype.h"
 #include "qkv/core/error.h"
 
 namespace qkv::cpu {
 
+namespace amx {
+bool request_permission();
+void gemm_bf16(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
+               float, float*, int64_t);
+}  // namespace amx
+
 namespace {
+
+bool cpu_has_amx_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (d & (1u << 22)) && (d & (1u << 24));  // AMX-BF16, AMX-TILE
+}
+
+// AMX needs the kernel's permission for the tile data state, asked once per process.
+bool& amx_enabled() {
+  static bool on = cpu_has_amx_bf16() && amx::request_permission();
+  return on;
+}
+
+// op(X) rounded to bf16 and back, into a row-major scratch matrix (rows x cols).
+void round_bf16(std::vector<float>& dst, const float* X, int64_t ld, bool trans, int rows,
+                int cols) {
+  dst.resize(size_t(rows) * size_t(cols));
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j)
+      dst[size_t(i) * size_t(cols) + size_t(j)] =
+          bf16_to_f32(f32_to_bf16(trans ? X[int64_t(j) * ld + i] : X[int64_t(i) * ld + j]));
+}
 
 struct Choice {
   const IsaTable* table;
@@ -66,6 +98,23 @@ void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, in
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   k().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+bool amx_available() { return amx_enabled(); }
+void set_amx(bool on) { amx_enabled() = on && cpu_has_amx_bf16() && amx::request_permission(); }
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (amx_enabled() && K > 0) {
+    amx::gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Without AMX: the same bf16 products (exact in fp32) through the fp32 kernel.
+  static thread_local std::vector<float> a, b;
+  round_bf16(a, A, lda, ta, M, K);
+  round_bf16(b, B, ldb, tb, K, N);
+  gemm(false, false, M, N, K, alpha, a.data(), K, b.data(), N, beta, C, ldc);
+}
+
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int Tt, int C) {
   k().encoder_forward(out, inp, wte, wpe, B, Tt, C);

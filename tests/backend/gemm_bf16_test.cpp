@@ -1,0 +1,60 @@
+// bf16 GEMM (AMX where available, and the fallback) against a double-precision reference on the
+// same bf16-rounded inputs: products of bf16 values are exact in fp32, so only the fp32
+// accumulation differs (f32-level tolerance), plus the bound against the unrounded inputs.
+#include <gtest/gtest.h>
+
+#include <tuple>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/backend/ref/ref.h"
+#include "qkv/core/dtype.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+void check_bf16_gemm(const std::string& path) {
+  const std::vector<std::tuple<int, int, int>> shapes = {
+      {1, 1, 1},     {3, 5, 7},      {17, 33, 31},  {32, 32, 32},
+      {37, 101, 96}, {130, 70, 333}, {64, 288, 160}};
+  uint64_t seed = 100;
+  for (auto [M, N, K] : shapes)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (float beta : {0.0f, 0.5f}) {
+          auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
+          auto C0 = test::randn(size_t(M) * N, seed++);
+          std::vector<double> Ar(A.size()), Br(B.size()), Cr(C0.begin(), C0.end());
+          for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
+          for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
+          const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+          ref::gemm<double>(ta, tb, M, N, K, 1.5, Ar.data(), lda, Br.data(), ldb, beta, Cr.data(),
+                            N);
+          auto C = C0;
+          cpu::gemm_bf16(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, C.data(), N);
+          EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
+                                      path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                          " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
+                                          " tb=" + std::to_string(tb)));
+          // Against the unrounded inputs: within bf16's rounding (2^-8 relative per operand).
+          std::vector<float> Cf = C0;
+          ref::gemm<float>(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
+          EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << path;
+        }
+}
+
+TEST(GemmBf16, Amx) {
+  if (!cpu::amx_available())
+    GTEST_SKIP() << "no AMX-BF16 on this CPU (the fallback test covers it)";
+  check_bf16_gemm("amx");
+}
+
+TEST(GemmBf16, Fallback) {
+  const bool had = cpu::amx_available();
+  cpu::set_amx(false);
+  check_bf16_gemm("fallback");
+  cpu::set_amx(had);
+}
+
+}  // namespace
+}  // namespace qkv
