@@ -67,6 +67,7 @@ TEST(HfGpt2, Gpt2SizeLogitsAndGreedyMatchPyTorch) {
                       " --prompt 'Hello, world' --temperature 0 --max-new-tokens 5 > " + out),
             0);
   EXPECT_EQ(read_file(out).rfind("Hello, world", 0), 0u);
+  fs::remove_all(dir);  // half a gigabyte of weights
 }
 
 TEST(HfGpt2, HalfPrecisionWeights) {
@@ -77,6 +78,7 @@ TEST(HfGpt2, HalfPrecisionWeights) {
     Tensor ids = expected.get("ids"), want = expected.get("logits");
     model.forward(ids.data<int32_t>(), nullptr, 1, int(ids.numel()));
     EXPECT_LE(test::rel_err(model.logits(), want.f32(), size_t(want.numel())), 1e-4) << dtype;
+    fs::remove_all(dir);
   }
 }
 
