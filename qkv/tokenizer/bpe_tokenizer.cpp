@@ -419,22 +419,26 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
   return out;
 }
 
-std::vector<int32_t> BpeTokenizer::encode_parallel(std::string_view text, int threads) const {
-  if (threads <= 1 || text.size() < (1 << 20)) return encode(text);
-  // Cut after a lone newline ("x\nA": non-space before, ASCII letter or digit after). The regex
-  // cannot match across such a point, and the newline is its own piece either way, so the ids
-  // are the same as for the whole text. (After "\n\n" it would not be: at the end of a chunk the
-  // two newlines become one piece, in the whole text two.)
+std::vector<size_t> BpeTokenizer::safe_cuts(std::string_view text, int parts) {
+  // After "\n\n" a cut would not be safe: at the end of a part the two newlines become one
+  // piece, in the whole text two. A lone newline is its own piece either way.
+  auto lone_newline = [&](size_t p) {
+    return p > 0 && text[p] == '\n' && std::isalnum(static_cast<unsigned char>(text[p + 1])) &&
+           !std::isspace(static_cast<unsigned char>(text[p - 1])) && uint8_t(text[p - 1]) < 0x80;
+  };
   std::vector<size_t> cuts = {0};
-  for (int t = 1; t < threads * 4; ++t) {
-    size_t p = text.size() * size_t(t) / size_t(threads * 4);
-    while (p + 1 < text.size() &&
-           !(p > 0 && text[p] == '\n' && std::isalnum(static_cast<unsigned char>(text[p + 1])) &&
-             !std::isspace(static_cast<unsigned char>(text[p - 1])) && uint8_t(text[p - 1]) < 0x80))
-      ++p;
+  for (int t = 1; t < parts; ++t) {
+    size_t p = text.size() * size_t(t) / size_t(parts);
+    while (p + 1 < text.size() && !lone_newline(p)) ++p;
     if (p + 1 < text.size() && p + 1 > cuts.back()) cuts.push_back(p + 1);
   }
   cuts.push_back(text.size());
+  return cuts;
+}
+
+std::vector<int32_t> BpeTokenizer::encode_parallel(std::string_view text, int threads) const {
+  if (threads <= 1 || text.size() < (1 << 20)) return encode(text);
+  const std::vector<size_t> cuts = safe_cuts(text, threads * 4);
   std::vector<std::vector<int32_t>> parts(cuts.size() - 1);
   std::vector<std::thread> pool;
   std::atomic<size_t> next{0};

@@ -44,6 +44,10 @@ class BpeTokenizer {
 
   // The pre-tokenizer alone: the pieces GPT-2's regex splits `text` into (byte ranges).
   void pretokenize(std::string_view text, std::vector<std::pair<size_t, size_t>>& pieces) const;
+  // Up to `parts` + 1 byte offsets (first 0, last text.size()) that split `text` where GPT-2's
+  // pre-tokenizer gives the same pieces for the parts as for the whole: after a lone newline
+  // that follows a non-space ASCII byte and precedes an ASCII letter or digit.
+  static std::vector<size_t> safe_cuts(std::string_view text, int parts);
   // BPE of one pre-token (raw bytes) appended to out.
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
 

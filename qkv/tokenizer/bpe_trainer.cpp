@@ -28,22 +28,11 @@ std::unordered_map<std::string, int64_t> count_pieces(std::string_view text, int
   }();
   threads = std::max(1, threads);
   std::vector<std::unordered_map<std::string, int64_t>> partial(static_cast<size_t>(threads));
+  const std::vector<size_t> cuts = BpeTokenizer::safe_cuts(text, threads);
   std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
+  for (int t = 0; t + 1 < int(cuts.size()); ++t) {
     pool.emplace_back([&, t] {
-      // Chunk boundaries on lone newlines, as BpeTokenizer::encode_parallel cuts.
-      auto cut = [&](size_t p) {
-        if (p == 0 || p >= text.size()) return std::min(p, text.size());
-        while (p + 1 < text.size() &&
-               !(text[p] == '\n' && std::isalnum(static_cast<unsigned char>(text[p + 1])) &&
-                 !std::isspace(static_cast<unsigned char>(text[p - 1])) &&
-                 uint8_t(text[p - 1]) < 0x80))
-          ++p;
-        return p + 1 < text.size() ? p + 1 : text.size();
-      };
-      const size_t b = cut(text.size() * size_t(t) / size_t(threads));
-      const size_t e = cut(text.size() * size_t(t + 1) / size_t(threads));
-      if (b >= e) return;
+      const size_t b = cuts[size_t(t)], e = cuts[size_t(t) + 1];
       std::vector<std::pair<size_t, size_t>> pieces;
       std::string_view chunk = text.substr(b, e - b);
       pre.pretokenize(chunk, pieces);

@@ -106,19 +106,28 @@ def lr_at(it, lr, min_lr, warmup, decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
+@torch.no_grad()
+def randomize(model, store_dtype=None):
+    """Random weights that exercise everything: LayerNorm gains near 1, every other tensor
+    (biases included) N(0, 0.02). With store_dtype, weights are rounded to it, so the reference
+    computes with exactly what the file will hold."""
+    for name in model.names:
+        p = model.P(name)
+        if "ln_" in name and name.endswith("weight"):
+            p.copy_(1.0 + 0.1 * torch.randn_like(p))
+        else:
+            p.copy_(0.02 * torch.randn_like(p))
+        if store_dtype is not None:
+            p.copy_(p.to(store_dtype).float())
+
+
 def parity(args):
     torch.manual_seed(args.seed)
     cfg = {"model_type": "gpt2", "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
            "n_positions": args.block_size, "vocab_size": args.vocab_size, "layer_norm_epsilon": 1e-5,
            "activation_function": "gelu_new", "bias": bool(args.bias)}
     model = GPT(cfg)
-    with torch.no_grad():
-        for name in model.names:
-            p = model.P(name)
-            if "ln_" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:  # random biases too, so that they are exercised
-                p.copy_(0.02 * torch.randn_like(p))
+    randomize(model)
     os.makedirs(os.path.join(args.out, "model"), exist_ok=True)
     with open(os.path.join(args.out, "model", "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -176,18 +185,8 @@ def hf_model(args):
     cfg = {"n_layer": L, "n_head": H, "n_embd": C, "n_positions": 1024, "vocab_size": 50257,
            "layer_norm_epsilon": 1e-5, "bias": True}
     model = GPT(cfg)
-    with torch.no_grad():
-        for name in model.names:
-            p = model.P(name)
-            if "ln_" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.02 * torch.randn_like(p))
-            if args.dtype == "bf16":  # the reference computes with the weights as stored
-                p.copy_(p.to(torch.bfloat16).float())
-            elif args.dtype == "f16":
-                p.copy_(p.to(torch.float16).float())
     store = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
+    randomize(model, None if args.dtype == "f32" else store)
     tensors = {n: model.P(n).detach().to(store) for n in model.names}
     for i in range(L):
         tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1024, 1024)).view(1, 1, 1024, 1024).to(store)
