@@ -2,6 +2,8 @@
 // accumulate in fp32 tiles. A is packed into 16-row x 32-k tiles, B into VNNI pairs (16 k-pairs x
 // 16 columns); a 32x32 block of C lives in 4 accumulator tiles. Compiled with -mamx-* flags;
 // only called when the CPU has AMX-BF16 and the kernel granted the tile-data permission.
+// Full tiles of untransposed operands are converted with AVX512-BF16 (round to nearest even, as
+// f32_to_bf16, except that it flushes fp32 denormals to zero); the rest goes element by element.
 #include <immintrin.h>
 #include <omp.h>
 #include <sys/syscall.h>
@@ -73,6 +75,15 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
   for (int mp = 0; mp < Mp / kTile; ++mp) {
     for (int kc = 0; kc < kchunks; ++kc) {
       uint16_t* dst = PA + (size_t(mp) * kchunks + kc) * kTile * kPairK;
+      if (!trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
+        // Full tile of a row-major A: 32 consecutive k per row, converted 32 at a time.
+        for (int r = 0; r < kTile; ++r) {
+          const float* src = A + int64_t(mp * kTile + r) * lda + kc * kPairK;
+          __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+          _mm512_storeu_si512(dst + r * kPairK, (__m512i)v);
+        }
+        continue;
+      }
       for (int r = 0; r < kTile; ++r) {
         const int i = mp * kTile + r;
         for (int c = 0; c < kPairK; ++c) {
@@ -89,6 +100,17 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
   for (int np = 0; np < Np / kTile; ++np) {
     for (int kc = 0; kc < kchunks; ++kc) {
       uint16_t* dst = PB + (size_t(np) * kchunks + kc) * kTile * kPairK;
+      if (!trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
+        // Full tile of a row-major B: rows k and k+1 (16 columns each) interleave into one
+        // VNNI row: (B[k][j], B[k+1][j]) for each column j.
+        for (int r = 0; r < kTile; ++r) {
+          const float* r0 = B + int64_t(kc * kPairK + 2 * r) * ldb + np * kTile;
+          const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
+          const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
+          _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+        continue;
+      }
       for (int r = 0; r < kTile; ++r) {
         for (int c = 0; c < kTile; ++c) {
           const int j = np * kTile + c;
