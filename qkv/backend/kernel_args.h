@@ -15,6 +15,9 @@ struct AttnArgs {
   int B = 0, NH = 0, Tq = 0, Tk = 0, HS = 0;
   int q_offset = 0;
   bool causal = true;
+  // Key padding: with key_len (B) set, batch item b sees only keys j < key_len[b]. A query that
+  // sees no key at all outputs zeros (and its lse is +inf), never NaN.
+  const int32_t* key_len = nullptr;
   const T* q = nullptr;
   const T* k = nullptr;
   const T* v = nullptr;

@@ -182,6 +182,52 @@ TEST_P(CpuVsRef, Attention) {
   }
 }
 
+// Key padding (per-sequence lengths), causal and bidirectional, including a sequence with no
+// valid key (must give zeros, not NaN) and lengths that are not block multiples.
+TEST_P(CpuVsRef, AttentionKeyPadding) {
+  const int B = 4, NH = 2, T = 70, HS = 16, C = NH * HS;
+  const std::vector<int32_t> lens = {70, 37, 1, 0};
+  for (bool causal : {false, true}) {
+    auto qkv = randn(size_t(B) * T * 3 * C, 61);
+    std::vector<float> o1(size_t(B) * T * C), o2(o1.size()), l1(size_t(B) * NH * T), l2(l1.size());
+    auto a1 = attn_args_packed_qkv<float>(qkv.data(), o1.data(), l1.data(), B, T, NH, HS);
+    auto a2 = attn_args_packed_qkv<float>(qkv.data(), o2.data(), l2.data(), B, T, NH, HS);
+    a1.causal = a2.causal = causal;
+    a1.key_len = a2.key_len = lens.data();
+    ref::attention_forward(a1);
+    cpu::attention_forward(a2);
+    EXPECT_TRUE(all_close(o2, o1, 1e-4, 1e-5, "padded attention out"));
+    for (float v : o2) ASSERT_TRUE(std::isfinite(v));
+    auto dout = randn(o1.size(), 62);
+    std::vector<float> g1(qkv.size()), g2(qkv.size());
+    a1.dout = a2.dout = dout.data();
+    a1.dq = g1.data();
+    a1.dk = g1.data() + C;
+    a1.dv = g1.data() + 2 * C;
+    a2.dq = g2.data();
+    a2.dk = g2.data() + C;
+    a2.dv = g2.data() + 2 * C;
+    ref::attention_backward(a1);
+    cpu::attention_backward(a2);
+    EXPECT_TRUE(all_close(g2, g1, 1e-4, 1e-4, "padded attention dqkv"));
+    for (float v : g2) ASSERT_TRUE(std::isfinite(v));
+    // Padded keys receive no gradient; the empty sequence gets none at all.
+    for (int b = 0; b < B; ++b)
+      for (int t = std::max(lens[size_t(b)], 0); t < T; ++t)
+        for (int c = C; c < 3 * C; ++c)
+          ASSERT_EQ(g2[(size_t(b) * T + t) * 3 * C + c], 0.0f) << b << " " << t;
+    // Sequence 1 (37 valid keys) equals the same 37 tokens run alone, for its valid queries.
+    std::vector<float> alone_qkv(qkv.begin() + ptrdiff_t(size_t(T) * 3 * C),
+                                 qkv.begin() + ptrdiff_t(size_t(T) * 3 * C + 37 * 3 * C));
+    std::vector<float> alone(size_t(37) * C);
+    auto s = attn_args_packed_qkv<float>(alone_qkv.data(), alone.data(), nullptr, 1, 37, NH, HS);
+    s.causal = causal;
+    cpu::attention_forward(s);
+    EXPECT_TRUE(all_close(o2.data() + size_t(T) * C, alone.data(), alone.size(), 1e-5, 1e-6,
+                          "padded vs alone"));
+  }
+}
+
 TEST_P(CpuVsRef, CrossEntropy) {
   for (auto [N, V] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 101}, {4, 50257}}) {
     auto logits = randn(size_t(N) * V, 41, 3.0);

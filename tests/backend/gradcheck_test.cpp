@@ -134,6 +134,33 @@ TEST(GradCheck, CausalAttention) {
   EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
 }
 
+TEST(GradCheck, PaddedBidirectionalAttention) {
+  const int B = 2, NH = 1, T = 4, HS = 3, C = NH * HS;
+  const std::vector<int32_t> lens = {3, 1};
+  Vec qkv = randn<double>(B * T * 3 * C, 18), R = randn<double>(B * T * C, 19);
+  Vec lse(B * NH * T);
+  auto args = [&](Vec& o) {
+    auto a = attn_args_packed_qkv<double>(qkv.data(), o.data(), lse.data(), B, T, NH, HS);
+    a.causal = false;
+    a.key_len = lens.data();
+    return a;
+  };
+  auto loss = [&] {
+    Vec o(B * T * C);
+    ref::attention_forward(args(o));
+    return dot(o, R);
+  };
+  Vec o(B * T * C), dqkv(qkv.size());
+  auto a = args(o);
+  ref::attention_forward(a);
+  a.dout = R.data();
+  a.dq = dqkv.data();
+  a.dk = dqkv.data() + C;
+  a.dv = dqkv.data() + 2 * C;
+  ref::attention_backward(a);
+  EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
+}
+
 TEST(GradCheck, CrossEntropy) {
   const int N = 4, V = 6;
   Vec logits = randn<double>(N * V, 16, 2.0), dl = randn<double>(N, 17);

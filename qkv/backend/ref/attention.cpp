@@ -10,7 +10,8 @@ namespace qkv::ref {
 
 namespace {
 template <typename T>
-bool visible(const AttnArgs<T>& a, int i, int j) {
+bool visible(const AttnArgs<T>& a, int b, int i, int j) {
+  if (a.key_len && j >= a.key_len[b]) return false;
   return !a.causal || j <= a.q_offset + i;
 }
 
@@ -21,7 +22,7 @@ double probs_row(const AttnArgs<T>& a, int b, int h, int i, std::vector<double>&
   const T* q = a.q + b * a.q_sb + int64_t(i) * a.q_st + h * a.q_sh;
   double mx = -std::numeric_limits<double>::infinity();
   for (int j = 0; j < a.Tk; ++j) {
-    if (!visible(a, i, j)) {
+    if (!visible(a, b, i, j)) {
       p[j] = -std::numeric_limits<double>::infinity();
       continue;
     }
@@ -33,9 +34,10 @@ double probs_row(const AttnArgs<T>& a, int b, int h, int i, std::vector<double>&
   }
   double sum = 0;
   for (int j = 0; j < a.Tk; ++j) {
-    p[j] = visible(a, i, j) ? std::exp(p[j] - mx) : 0.0;
+    p[j] = visible(a, b, i, j) ? std::exp(p[j] - mx) : 0.0;
     sum += p[j];
   }
+  if (sum == 0) return std::numeric_limits<double>::infinity();  // no visible key: p = 0
   for (int j = 0; j < a.Tk; ++j) p[j] /= sum;
   return mx + std::log(sum);
 }
