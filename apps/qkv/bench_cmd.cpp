@@ -26,7 +26,8 @@ void add_bench(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
   cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "fp32, or bf16 for gemm (int8 is not implemented yet)")
+  cmd->add_option("--dtype", a->dtype,
+                  "fp32, or bf16 for gemm and train (int8 is not implemented yet)")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Batch (train, attention)")->capture_default_str();
   cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
@@ -46,9 +47,10 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a] {
     apply_threads(a->threads);
-    QKV_CHECK(a->dtype == "fp32" || (a->dtype == "bf16" && a->what == "gemm"),
-              "--dtype {} is not implemented for '{}' yet (fp32 everywhere, bf16 for gemm)",
-              a->dtype, a->what);
+    QKV_CHECK(
+        a->dtype == "fp32" || (a->dtype == "bf16" && (a->what == "gemm" || a->what == "train")),
+        "--dtype {} is not implemented for '{}' yet (fp32 everywhere, bf16 for gemm and train)",
+        a->dtype, a->what);
     QKV_CHECK(a->steps >= 1, "--steps must be >= 1");
     nlohmann::ordered_json j = {{"what", a->what},
                                 {"threads", num_threads()},
@@ -61,7 +63,7 @@ void add_bench(CLI::App& app) {
       GPTConfig c = GPTConfig::preset(a->preset);
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
                 "--batch-size and --block-size must be >= 1");
-      auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps);
+      auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps, a->dtype);
       double peak = perf::measure_peak_gflops();
       j.update({{"preset", a->preset},
                 {"batch_size", a->batch_size},

@@ -174,25 +174,27 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
     float* L = A + act_layer_ + act_layer_stride_ * l;
     cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w,
                            opt(w.ln1_b), N, C, c.ln_eps);
-    nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C);
+    nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C, prec_);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
     cpu::attention_forward(args);
     // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
-    nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C);
+    nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C,
+                       prec_);
     cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
     cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
                            opt(w.ln2_b), N, C, c.ln_eps);
-    nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C);
+    nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C, prec_);
     cpu::gelu_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
-    nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C);
+    nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C,
+                       prec_);
     cpu::residual_forward(L + la.res3, L + la.res3, L + la.res2, N * C);
     x = L + la.res3;
   }
   cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
                          opt(lnf_b_), N, C, c.ln_eps);
   // logits = ln_f(x) @ wte^T
-  cpu::gemm(false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f, A + act_logits_,
-            V);
+  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f,
+             A + act_logits_, V);
   if (!targets) return 0.0f;
   cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets, N, V);
   double sum = 0;
@@ -229,8 +231,9 @@ void GPT::backward() {
   float* dlogits = A + act_logits_;  // in place: logits become their gradient
   cpu::crossentropy_backward(dlogits, dlogits, A + act_lse_, targets_.data(), dl, N, V);
   // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
-  cpu::gemm(false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln, C);
-  cpu::gemm(true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_, C);
+  nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln, C);
+  nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_,
+             C);
   const float* x_last = A + act_layer_ + act_layer_stride_ * (c.n_layer - 1) + la.res3;
   std::fill(D + g_dres, D + g_dres + N * C, 0.0f);
   cpu::layernorm_backward(D + g_dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
@@ -243,16 +246,16 @@ void GPT::backward() {
     float* dres = D + g_dres;
     // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
     nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
-                        P + w.fcproj_w, N, 4 * C, C);
+                        P + w.fcproj_w, N, 4 * C, C, false, prec_);
     std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
     cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
     nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w, N,
-                        C, 4 * C);
+                        C, 4 * C, false, prec_);
     cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
                             L + la.ln2_mean, L + la.ln2_rstd, N, C);
     // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
-                        P + w.attnproj_w, N, C, C);
+                        P + w.attnproj_w, N, C, C, false, prec_);
     std::fill(D + g_dqkv, D + g_dqkv + N * 3 * C, 0.0f);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
     args.dout = D + g_datty;
@@ -261,7 +264,7 @@ void GPT::backward() {
     args.dv = D + g_dqkv + 2 * C;
     cpu::attention_backward(args);
     nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1,
-                        P + w.attn_w, N, C, 3 * C);
+                        P + w.attn_w, N, C, 3 * C, false, prec_);
     cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w,
                             L + la.ln1_mean, L + la.ln1_rstd, N, C);
   }

@@ -11,6 +11,7 @@
 
 #include "qkv/core/tensor.h"
 #include "qkv/models/gpt_config.h"
+#include "qkv/nn/linear.h"
 
 namespace qkv {
 
@@ -49,6 +50,11 @@ class GPT {
   void backward();
   void zero_grad();
 
+  // Precision of the training matmuls (forward() and backward()): F32, or BF16 = mixed
+  // precision (bf16 products, fp32 accumulation, fp32 master weights and everything else).
+  void set_matmul_precision(nn::Precision p) { prec_ = p; }
+  nn::Precision matmul_precision() const { return prec_; }
+
   // Inference with a KV cache, batch 1. reset_cache() starts a new sequence; extend() runs
   // n tokens at positions cache_len()..cache_len()+n-1 and returns the logits (V) of the last.
   void reset_cache() { cache_len_ = 0; }
@@ -67,6 +73,7 @@ class GPT {
   void plan_cache();
 
   GPTConfig config_;
+  nn::Precision prec_ = nn::Precision::F32;
   std::vector<Param> params_;
   size_t n_params_ = 0;
   std::vector<float> params_buf_, grads_buf_;

@@ -5,12 +5,21 @@
 
 namespace qkv::nn {
 
+// Matmul precision: F32, or BF16 (inputs rounded to bf16, fp32 accumulation; AMX when present).
+enum class Precision { F32, BF16 };
+
+// The GEMM for a precision (same contract as cpu::gemm).
+void matmul(Precision p, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            int64_t ldc);
+
 // inp (N,C) @ weight (C,OC) + bias (OC, may be null) -> out (N,OC).
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
-                    int C, int OC);
+                    int C, int OC, Precision p = Precision::F32);
 // dinp (N,C) = dout @ weight^T (written when accumulate_dinp is false, else added);
 // dweight (C,OC) += inp^T @ dout; dbias (OC) += column sums of dout (if non-null).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int64_t N, int C, int OC, bool accumulate_dinp = false);
+                     const float* weight, int64_t N, int C, int OC, bool accumulate_dinp = false,
+                     Precision p = Precision::F32);
 
 }  // namespace qkv::nn

@@ -55,11 +55,12 @@ double train_flops_per_token(const GPTConfig& c, int T) {
   return 6 * matmul_params + 12 * L * C * T;
 }
 
-TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps) {
+TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std::string& dtype) {
   QKV_CHECK(T <= cfg.block_size, "[bench] --block-size {} exceeds the model's context {}", T,
             cfg.block_size);
   GPT model(cfg);
   model.init_weights(1);
+  model.set_matmul_precision(dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
   AdamW opt(model, {});
   Rng rng(7, 0);
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);

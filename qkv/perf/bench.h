@@ -23,7 +23,8 @@ struct TrainBench {
   double tokens_per_sec = 0, gflops = 0, peak_gflops = 0;
   Stats step;
 };
-TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps);
+TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps,
+                       const std::string& dtype = "fp32");
 
 struct GenerateBench {
   double prefill_tokens_per_sec = 0, decode_tokens_per_sec = 0;

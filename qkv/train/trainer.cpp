@@ -32,6 +32,8 @@ const char* kLogFile = "log.jsonl";
 void check_options(const TrainOptions& o) {
   QKV_CHECK(!o.data.empty(), "--data is required");
   QKV_CHECK(!o.out.empty(), "--out is required");
+  QKV_CHECK(o.dtype == "fp32" || o.dtype == "bf16", "--dtype must be fp32 or bf16, got '{}'",
+            o.dtype);
   QKV_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
   QKV_CHECK(o.max_iters >= 0, "--max-iters must be >= 0, got {}", o.max_iters);
   QKV_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "--learning-rate must be > 0");
@@ -136,6 +138,7 @@ TrainResult train(const TrainOptions& opt_in) {
   const int64_t decay_iters = opt.lr_decay_iters < 0 ? opt.max_iters : opt.lr_decay_iters;
 
   GPT model(opt.model);
+  model.set_matmul_precision(opt.dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
   AdamW adam(model, {opt.beta1, opt.beta2, 1e-8f, opt.weight_decay});
   int64_t start = 0;
   if (resuming) {
@@ -184,7 +187,7 @@ TrainResult train(const TrainOptions& opt_in) {
   if (!opt.quiet)
     std::printf(
         "model: %lld parameters (%d layers, %d heads, %d channels, block %d, vocab %d); "
-        "data: %zu train / %zu val tokens; %d threads, %s kernels\n",
+        "data: %zu train / %zu val tokens; %d threads, %s matmuls\n",
         static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
         opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
         num_threads(), "cpu");

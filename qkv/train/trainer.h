@@ -12,11 +12,13 @@
 namespace qkv {
 
 struct TrainOptions {
-  std::string data;                // a UTF-8 (or any) text file
-  std::string out;                 // the model/run directory
-  GPTConfig model;                 // vocab_size is set from the tokenizer
+  std::string data;       // a UTF-8 (or any) text file
+  std::string out;        // the model/run directory
+  GPTConfig model;        // vocab_size is set from the tokenizer
   std::string tokenizer;  // "char" (default), "byte", or a directory with a BPE vocabulary
   std::string init_from;  // a model directory to start from (its config, weights, tokenizer)
+  std::string dtype =
+      "fp32";  // matmul precision: fp32, or bf16 (mixed precision, fp32 master weights)
   int batch_size = 12;
   int64_t max_iters = 2000;
   float learning_rate = 1e-3f;
