@@ -17,7 +17,6 @@ std::vector<int32_t> generate(GPT& model, const std::vector<int32_t>& prompt,
             opt.max_new_tokens);
   Sampler sampler(opt.sampler);
   std::vector<int32_t> seq = prompt, out;
-  std::vector<float> full_logits;
   // Logits for the next token after `seq`.
   auto next_logits = [&](bool first) -> const float* {
     const int n = int(seq.size());

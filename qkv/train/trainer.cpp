@@ -222,7 +222,6 @@ TrainResult train(const TrainOptions& opt_in) {
   TrainResult res;
   const int64_t ckpt_every =
       opt.checkpoint_interval > 0 ? opt.checkpoint_interval : opt.eval_interval;
-  auto t_loop = std::chrono::steady_clock::now();
   int64_t steps_timed = 0;
   double step_seconds_sum = 0;
   for (int64_t it = start; it <= opt.max_iters; ++it) {
@@ -293,7 +292,6 @@ TrainResult train(const TrainOptions& opt_in) {
   }
   std::fclose(log);
   if (tty) std::printf("\n");
-  (void)t_loop;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return res;
 }

@@ -105,8 +105,10 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
         // VNNI row: (B[k][j], B[k+1][j]) for each column j.
         for (int r = 0; r < kTile; ++r) {
           const float* r0 = B + int64_t(kc * kPairK + 2 * r) * ldb + np * kTile;
-          const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
-          const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
+          const __m512i lo =
+              _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
+          const __m512i hi =
+              _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
           _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
         }
         continue;
