@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();  // e.g. 130 after Ctrl-C, once the checkpoint is written
   } catch (const CLI::ParseError& e) {
     std::string msg = e.what();
     std::fprintf(stderr, "qkv: error: %s (see qkv --help)\n", msg.c_str());

@@ -190,7 +190,7 @@ TrainResult train(const TrainOptions& opt_in) {
         "data: %zu train / %zu val tokens; %d threads, %s matmuls\n",
         static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
         opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
-        num_threads(), "cpu");
+        num_threads(), opt.dtype.c_str());
 
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
   auto evaluate = [&](int64_t step) {
