@@ -5,13 +5,18 @@
 
 namespace qkv {
 
-TokenSplit split_tokens(const std::vector<int32_t>& ids, double train_fraction) {
-  TokenSplit s;
-  const size_t n = ids.size();
-  const size_t cut = size_t(double(n) * train_fraction);
-  s.train.assign(ids.begin(), ids.begin() + long(cut));
-  s.val.assign(ids.begin() + long(cut), ids.end());
-  return s;
+size_t split_offset(std::string_view text, double fraction) {
+  auto is_char_start = [](char c) { return (static_cast<unsigned char>(c) & 0xc0) != 0x80; };
+  size_t chars = 0;
+  for (char c : text) chars += is_char_start(c) ? 1 : 0;
+  const size_t k = size_t(double(chars) * fraction);
+  size_t seen = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!is_char_start(text[i])) continue;
+    if (seen == k) return i;
+    ++seen;
+  }
+  return text.size();
 }
 
 void sample_batch(const std::vector<int32_t>& data, int B, int T, uint64_t seed, uint64_t stream,

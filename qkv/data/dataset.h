@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qkv {
@@ -11,9 +12,10 @@ struct TokenSplit {
   std::vector<int32_t> train, val;
 };
 
-// nanoGPT's split: the first 90% of the symbols train, the last 10% validate.
-// `ids` is the whole corpus already tokenised.
-TokenSplit split_tokens(const std::vector<int32_t>& ids, double train_fraction = 0.9);
+// nanoGPT's split point: the byte offset of the first character past `fraction` of the
+// characters of UTF-8 `text` (characters = bytes that are not continuation bytes). The text
+// before it trains, the rest validates; each part is tokenised on its own.
+size_t split_offset(std::string_view text, double fraction = 0.9);
 
 // Fills x, y (B,T) with B random windows of T+1 tokens from `data`: x = data[i:i+T],
 // y = data[i+1:i+T+1], offsets uniform in [0, len - T). Deterministic in (seed, stream).

@@ -15,7 +15,6 @@
 #include "qkv/data/dataset.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
-#include "qkv/tokenizer/char_tokenizer.h"
 #include "qkv/tokenizer/tokenizer.h"
 #include "qkv/train/optimizer.h"
 
@@ -80,14 +79,6 @@ void truncate_log(const std::string& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
-// Byte offset of the first character past `fraction` of the characters (UTF-8 aware).
-size_t split_point(const std::string& text, double fraction) {
-  std::vector<size_t> offsets;
-  utf8_symbols(text, &offsets);
-  const size_t k = size_t(double(offsets.size()) * fraction);
-  return k < offsets.size() ? offsets[k] : text.size();
-}
-
 }  // namespace
 
 TrainResult train(const TrainOptions& opt_in) {
@@ -121,7 +112,7 @@ TrainResult train(const TrainOptions& opt_in) {
   opt.model.validate("model config");
   // nanoGPT's split: the first 90% of the characters train, the rest validates; each part is
   // tokenised on its own.
-  const size_t cut = split_point(text, 0.9);
+  const size_t cut = split_offset(text, 0.9);
   const int enc_threads = num_threads();
   TokenSplit split;
   split.train = tok->encode(std::string_view(text).substr(0, cut), enc_threads);

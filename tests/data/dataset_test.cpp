@@ -3,17 +3,23 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "qkv/core/error.h"
 
 namespace qkv {
 namespace {
 
 TEST(Dataset, SplitAsNanoGpt) {
-  // nanoGPT: 1,115,394 characters -> 1,003,854 train, 111,540 val.
-  std::vector<int32_t> ids(1115394, 0);
-  TokenSplit s = split_tokens(ids);
-  EXPECT_EQ(s.train.size(), 1003854u);
-  EXPECT_EQ(s.val.size(), 111540u);
+  // nanoGPT: 1,115,394 characters -> the first 1,003,854 train, 111,540 validate.
+  EXPECT_EQ(split_offset(std::string(1115394, 'x')), 1003854u);
+  // Characters, not bytes: "aé東😀b" has 5; half of them is 2, so the cut is before "東".
+  EXPECT_EQ(split_offset("a\xc3\xa9\xe6\x9d\xb1\xf0\x9f\x98\x80"
+                         "b",
+                         0.5),
+            3u);
+  EXPECT_EQ(split_offset("", 0.9), 0u);
+  EXPECT_EQ(split_offset("abc", 1.0), 3u);
 }
 
 TEST(Dataset, WindowsAreShiftedByOneAndDeterministic) {
