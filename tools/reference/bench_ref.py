@@ -7,13 +7,11 @@
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt_ref import GPT  # noqa: E402
@@ -34,37 +32,8 @@ def make(preset):
 
 
 def forward_cached(m, idx, cache):
-    """One forward over new tokens `idx` (1, n), appending to per-layer (k, v) in `cache`."""
-    cfg = m.cfg
-    C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
-    B, n = idx.shape
-    pos0 = cache[0][0].shape[2] if cache[0] is not None else 0
-    x = m.P("wte.weight")[idx] + m.P("wpe.weight")[pos0:pos0 + n]
-    for i in range(cfg["n_layer"]):
-        h = f"h.{i}."
-        a = F.layer_norm(x, (C,), m.P(h + "ln_1.weight"), m.opt(h + "ln_1.bias"), eps)
-        qkv = a @ m.P(h + "attn.c_attn.weight")
-        if m.opt(h + "attn.c_attn.bias") is not None: qkv = qkv + m.P(h + "attn.c_attn.bias")
-        q, k, v = [t.view(B, n, NH, C // NH).transpose(1, 2) for t in qkv.split(C, dim=2)]
-        if cache[i] is not None:
-            k = torch.cat([cache[i][0], k], dim=2)
-            v = torch.cat([cache[i][1], v], dim=2)
-        cache[i] = (k, v)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-        T = k.shape[2]
-        mask = torch.ones(n, T, dtype=torch.bool).tril(diagonal=T - n)
-        y = (att.masked_fill(~mask, float("-inf")).softmax(-1) @ v).transpose(1, 2).reshape(B, n, C)
-        y = y @ m.P(h + "attn.c_proj.weight")
-        if m.opt(h + "attn.c_proj.bias") is not None: y = y + m.P(h + "attn.c_proj.bias")
-        x = x + y
-        f = F.layer_norm(x, (C,), m.P(h + "ln_2.weight"), m.opt(h + "ln_2.bias"), eps)
-        f = f @ m.P(h + "mlp.c_fc.weight")
-        if m.opt(h + "mlp.c_fc.bias") is not None: f = f + m.P(h + "mlp.c_fc.bias")
-        f = F.gelu(f, approximate="tanh") @ m.P(h + "mlp.c_proj.weight")
-        if m.opt(h + "mlp.c_proj.bias") is not None: f = f + m.P(h + "mlp.c_proj.bias")
-        x = x + f
-    x = F.layer_norm(x[:, -1:], (C,), m.P("ln_f.weight"), m.opt("ln_f.bias"), eps)
-    return x @ m.P("wte.weight").t()
+    """Next-token logits for new tokens `idx`, continuing the sequence held in `cache`."""
+    return m(idx, cache=cache, last_only=True)[0]
 
 
 def median(v):

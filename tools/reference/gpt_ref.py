@@ -56,16 +56,21 @@ class GPT(torch.nn.Module):
     def opt(self, name):
         return self._by_name.get(name)
 
-    def causal_mask(self, T):
-        if T not in self._masks:
-            self._masks[T] = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        return self._masks[T]
+    def causal_mask(self, T, Tk):
+        """Queries are the last T of Tk positions; each sees the keys up to its own."""
+        if (T, Tk) not in self._masks:
+            self._masks[(T, Tk)] = torch.ones(T, Tk, dtype=torch.bool).tril(diagonal=Tk - T)
+        return self._masks[(T, Tk)]
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, cache=None, last_only=False):
+        """Logits (and the mean loss with targets). With `cache` (a list with one entry per
+        layer, None at first), keys and values are appended there and idx continues the
+        sequence; with last_only, only the last position's logits are computed."""
         cfg = self.cfg
         B, T = idx.shape
         C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
-        x = self.P("wte.weight")[idx] + self.P("wpe.weight")[:T]
+        pos0 = cache[0][0].shape[2] if cache is not None and cache[0] is not None else 0
+        x = self.P("wte.weight")[idx] + self.P("wpe.weight")[pos0:pos0 + T]
         for i in range(cfg["n_layer"]):
             h = f"h.{i}."
             a = F.layer_norm(x, (C,), self.P(h + "ln_1.weight"), self.opt(h + "ln_1.bias"), eps)
@@ -75,8 +80,13 @@ class GPT(torch.nn.Module):
             q = q.view(B, T, NH, C // NH).transpose(1, 2)
             k = k.view(B, T, NH, C // NH).transpose(1, 2)
             v = v.view(B, T, NH, C // NH).transpose(1, 2)
+            if cache is not None:
+                if cache[i] is not None:
+                    k = torch.cat([cache[i][0], k], dim=2)
+                    v = torch.cat([cache[i][1], v], dim=2)
+                cache[i] = (k, v)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-            att = att.masked_fill(~self.causal_mask(T), float("-inf")).softmax(dim=-1)
+            att = att.masked_fill(~self.causal_mask(T, k.shape[2]), float("-inf")).softmax(dim=-1)
             y = (att @ v).transpose(1, 2).reshape(B, T, C)
             y = y @ self.P(h + "attn.c_proj.weight")
             if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")
@@ -88,6 +98,8 @@ class GPT(torch.nn.Module):
             m = m @ self.P(h + "mlp.c_proj.weight")
             if self.opt(h + "mlp.c_proj.bias") is not None: m = m + self.P(h + "mlp.c_proj.bias")
             x = x + m
+        if last_only:
+            x = x[:, -1:]
         x = F.layer_norm(x, (C,), self.P("ln_f.weight"), self.opt("ln_f.bias"), eps)
         logits = x @ self.P("wte.weight").t()
         loss = None
