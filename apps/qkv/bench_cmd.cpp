@@ -27,7 +27,8 @@ void add_bench(CLI::App& app) {
       ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
   cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
   cmd->add_option("--dtype", a->dtype,
-                  "fp32, or bf16 for gemm and train (int8 is not implemented yet)")
+                  "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX); int8 "
+                  "(generate, gemm: int8 weights)")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Batch (train, attention)")->capture_default_str();
   cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
@@ -47,10 +48,11 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a] {
     apply_threads(a->threads);
-    QKV_CHECK(
-        a->dtype == "fp32" || (a->dtype == "bf16" && (a->what == "gemm" || a->what == "train")),
-        "--dtype {} is not implemented for '{}' yet (fp32 everywhere, bf16 for gemm and train)",
-        a->dtype, a->what);
+    QKV_CHECK(a->dtype == "fp32" || (a->dtype == "bf16" && a->what != "attention") ||
+                  (a->dtype == "int8" && (a->what == "gemm" || a->what == "generate")),
+              "--dtype {} does not apply to '{}' (train: fp32|bf16; generate, gemm: "
+              "fp32|bf16|int8; attention: fp32)",
+              a->dtype, a->what);
     QKV_CHECK(a->steps >= 1, "--steps must be >= 1");
     nlohmann::ordered_json j = {{"what", a->what},
                                 {"threads", num_threads()},
@@ -81,7 +83,7 @@ void add_bench(CLI::App& app) {
             100 * r.gflops / peak, peak, r.step.median, r.step.min, r.step.max);
     } else if (a->what == "generate") {
       GPTConfig c = GPTConfig::preset(a->preset);
-      auto r = perf::bench_generate(c, a->prompt_tokens, a->new_tokens, a->steps);
+      auto r = perf::bench_generate(c, a->prompt_tokens, a->new_tokens, a->steps, a->dtype);
       j.update({{"preset", a->preset},
                 {"prompt_tokens", a->prompt_tokens},
                 {"new_tokens", a->new_tokens},
@@ -90,8 +92,8 @@ void add_bench(CLI::App& app) {
                 {"prefill", stats(r.prefill)},
                 {"decode_token", stats(r.decode_token)}});
       if (!a->json)
-        std::printf("generate %s: prefill %d tokens %.0f tokens/s; decode %.1f tokens/s\n",
-                    a->preset.c_str(), a->prompt_tokens, r.prefill_tokens_per_sec,
+        std::printf("generate %s %s: prefill %d tokens %.0f tokens/s; decode %.1f tokens/s\n",
+                    a->preset.c_str(), a->dtype.c_str(), a->prompt_tokens, r.prefill_tokens_per_sec,
                     r.decode_tokens_per_sec);
     } else if (a->what == "gemm") {
       QKV_CHECK(a->m >= 1 && a->n >= 1 && a->k >= 1, "-m, -n, -k must be >= 1");
@@ -102,7 +104,7 @@ void add_bench(CLI::App& app) {
       if (!a->json)
         std::printf("gemm %s %dx%dx%d: %.1f GFLOP/s (%.3f ms)%s\n", a->dtype.c_str(), a->m, a->n,
                     a->k, r.gflops, 1e3 * r.time.median,
-                    a->dtype != "bf16"     ? ""
+                    a->dtype == "fp32"     ? ""
                     : cpu::amx_available() ? " [AMX]"
                                            : " [no AMX: fp32 kernel]");
     } else {

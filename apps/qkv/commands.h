@@ -11,6 +11,8 @@ void add_generate(CLI::App& app);
 void add_logits(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_quantize(CLI::App& app);
+void add_perplexity(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

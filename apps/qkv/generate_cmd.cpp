@@ -12,7 +12,7 @@ void add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a model (KV cache, streaming)");
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
-    std::string model, prompt = "\n";
+    std::string model, prompt = "\n", dtype = "fp32";
     GenerateOptions g;
     int threads = 0;
     bool no_cache = false;
@@ -33,11 +33,22 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--seed", a->g.sampler.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
       ->capture_default_str();
+  cmd->add_option("--dtype", a->dtype,
+                  "Weights to run with: fp32, bf16 or int8 (converted on load; a quantized "
+                  "model directory from 'qkv quantize' is int8 already)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   cmd->add_flag("--no-kv-cache", a->no_cache,
                 "Recompute the whole context for every token (slow; for checking)");
   cmd->callback([a] {
     apply_threads(a->threads);
     GPT model = GPT::from_dir(a->model);
+    if (!model.has_fp32_weights()) {
+      QKV_CHECK(a->dtype == "int8" || a->dtype == "fp32",
+                "{}: the model holds int8 weights; --dtype {} needs an fp32 checkpoint", a->model,
+                a->dtype);
+    } else {
+      model.set_inference_weights(GPT::weights_from_name(a->dtype));
+    }
     std::unique_ptr<Tokenizer> tok = load_tokenizer(a->model);
     QKV_CHECK(tok->vocab_size() <= model.config().vocab_size,
               "{}: the tokenizer has {} tokens but the model's vocab_size is {}", a->model,

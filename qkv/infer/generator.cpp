@@ -21,6 +21,11 @@ std::vector<int32_t> generate(GPT& model, const std::vector<int32_t>& prompt,
   auto next_logits = [&](bool first) -> const float* {
     const int n = int(seq.size());
     const int start = std::max(0, n - ctx);
+    if (!opt.use_kv_cache && model.inference_weights() != GPT::Weights::F32) {
+      // Recompute the whole window with the same (packed) weights, nothing reused.
+      model.reset_cache();
+      return model.extend(seq.data() + start, n - start);
+    }
     if (!opt.use_kv_cache) {
       const int T = n - start;
       model.forward(seq.data() + start, nullptr, 1, T);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
@@ -145,6 +146,9 @@ void GPT::plan_activations(int B, int T) {
 }
 
 float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
+  QKV_CHECK(fp32_weights_,
+            "[gpt] this model holds int8 weights, for inference only; training "
+            "needs the fp32 checkpoint");
   const GPTConfig& c = config_;
   QKV_CHECK(B >= 1 && T >= 1, "[gpt] batch {} x {} is empty", B, T);
   QKV_CHECK(T <= c.block_size, "[gpt] sequence length {} exceeds block_size {}", T, c.block_size);
@@ -284,7 +288,87 @@ void GPT::plan_cache() {
                   0.0f);
 }
 
-const float* GPT::extend(const int32_t* ids, int n) {
+std::vector<GPT::MatrixSlot> GPT::matrix_slots() const {
+  std::vector<MatrixSlot> out;
+  auto index_of = [&](size_t offset) {
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (params_[i].offset == offset) return i;
+    QKV_ASSERT(false);
+    return size_t(0);
+  };
+  const int C = config_.n_embd;
+  for (const LayerOffsets& w : layer_) {
+    out.push_back({index_of(w.attn_w), C, 3 * C, false});
+    out.push_back({index_of(w.attnproj_w), C, C, false});
+    out.push_back({index_of(w.fc_w), C, 4 * C, false});
+    out.push_back({index_of(w.fcproj_w), 4 * C, C, false});
+  }
+  out.push_back({index_of(wte_), C, config_.vocab_size, true});
+  return out;
+}
+
+GPT::Weights GPT::weights_from_name(const std::string& name) {
+  if (name == "fp32" || name == "f32") return Weights::F32;
+  if (name == "bf16") return Weights::BF16;
+  if (name == "int8" || name == "q8") return Weights::INT8;
+  QKV_CHECK(false, "unknown weight dtype '{}' (expected fp32, bf16 or int8)", name);
+}
+
+const char* GPT::weights_name(Weights w) {
+  return w == Weights::F32 ? "fp32" : w == Weights::BF16 ? "bf16" : "int8";
+}
+
+void GPT::set_inference_weights(Weights w) {
+  if (w == weights_) return;
+  QKV_CHECK(fp32_weights_,
+            "[gpt] this model was loaded with int8 weights; it cannot be "
+            "converted to {} (load the fp32 checkpoint instead)",
+            weights_name(w));
+  weights_ = w;
+  packed_.clear();
+  if (w == Weights::F32) return;
+  const cpu::WeightFormat f = w == Weights::BF16 ? cpu::WeightFormat::BF16 : cpu::WeightFormat::Q8;
+  const auto slots = matrix_slots();
+  packed_.resize(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const MatrixSlot& m = slots[i];
+    cpu::pack_matrix(packed_[i], f, params_buf_.data() + params_[m.param].offset,
+                     m.trans ? m.K : m.N, m.trans, m.K, m.N);
+  }
+  cache_len_ = 0;
+}
+
+size_t GPT::inference_weight_bytes() const {
+  if (weights_ == Weights::F32) return n_params_ * sizeof(float);
+  size_t bytes = 0;
+  for (const auto& m : packed_) bytes += m.bytes();
+  const auto slots = matrix_slots();
+  size_t packed_numel = 0;
+  for (const auto& m : slots) packed_numel += params_[m.param].numel;
+  size_t total = 0;
+  for (const auto& p : params_) total += p.numel;
+  return bytes + (total - packed_numel) * sizeof(float);
+}
+
+void GPT::infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
+                       int K, int N) {
+  const float* P = params_buf_.data();
+  if (weights_ == Weights::F32)
+    cpu::gemm(false, false, n, N, K, 1.0f, inp, K, P + w_off, N, 0.0f, out, N);
+  else
+    cpu::gemm_packed(n, inp, K, packed_[size_t(slot)], out, N);
+  if (b_off != kNone) cpu::bias_forward(out, P + b_off, n, N);
+}
+
+void GPT::lm_head(const float* x, int rows, float* logits) {
+  const int C = config_.n_embd, V = config_.vocab_size;
+  if (weights_ == Weights::F32)
+    cpu::gemm(false, true, rows, V, C, 1.0f, x, C, params_buf_.data() + wte_, C, 0.0f, logits, V);
+  else
+    cpu::gemm_packed(rows, x, C, packed_.back(), logits, V);
+}
+
+float* GPT::forward_cached(const int32_t* ids, int n) {
   const GPTConfig& c = config_;
   QKV_CHECK(n >= 1, "[gpt] extend needs at least one token");
   QKV_CHECK(cache_len_ + n <= c.block_size, "[gpt] KV cache holds {} tokens; {} + {} exceed it",
@@ -303,13 +387,16 @@ const float* GPT::extend(const int32_t* ids, int n) {
   float* tmp = atty + size_t(Tmax) * C;
   float* qkv = tmp + size_t(Tmax) * C;
   float* fch = qkv + size_t(Tmax) * 3 * C;
-  float* logits = fch + size_t(Tmax) * 4 * C;
   float mean[1024], rstd[1024];  // per-token stats in chunks of up to 1024 tokens
   const int pos = cache_len_;
   for (int i = 0; i < n; ++i) {
-    const float* e = P + wte_ + size_t(ids[i]) * C;
+    float* xi = x + size_t(i) * C;
+    if (weights_ == Weights::F32)
+      std::memcpy(xi, P + wte_ + size_t(ids[i]) * C, sizeof(float) * C);
+    else
+      cpu::packed_column(packed_.back(), ids[i], xi);  // the tied embedding, as the head sees it
     const float* p = P + wpe_ + size_t(pos + i) * C;
-    for (int k = 0; k < C; ++k) x[size_t(i) * C + k] = e[k] + p[k];
+    for (int k = 0; k < C; ++k) xi[k] += p[k];
   }
   auto norm = [&](float* out, const float* in, const float* w, const float* b) {
     for (int i0 = 0; i0 < n; i0 += 1024) {
@@ -323,7 +410,7 @@ const float* GPT::extend(const int32_t* ids, int n) {
     float* kc = kv_.data() + size_t(l) * 2 * Tmax * C;
     float* vc = kc + size_t(Tmax) * C;
     norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
-    nn::linear_forward(qkv, ln, P + w.attn_w, opt(w.attn_b), n, C, 3 * C);
+    infer_linear(qkv, ln, n, 4 * l + 0, w.attn_w, w.attn_b, C, 3 * C);
     for (int i = 0; i < n; ++i) {
       std::memcpy(kc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
       std::memcpy(vc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + 2 * C, sizeof(float) * C);
@@ -347,28 +434,88 @@ const float* GPT::extend(const int32_t* ids, int n) {
     a.o_st = C;
     a.o_sh = HS;
     cpu::attention_forward(a);
-    nn::linear_forward(tmp, atty, P + w.attnproj_w, opt(w.attnproj_b), n, C, C);
+    infer_linear(tmp, atty, n, 4 * l + 1, w.attnproj_w, w.attnproj_b, C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
     norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
-    nn::linear_forward(fch, ln, P + w.fc_w, opt(w.fc_b), n, C, 4 * C);
+    infer_linear(fch, ln, n, 4 * l + 2, w.fc_w, w.fc_b, C, 4 * C);
     cpu::gelu_forward(fch, fch, int64_t(n) * 4 * C);
-    nn::linear_forward(tmp, fch, P + w.fcproj_w, opt(w.fcproj_b), n, 4 * C, C);
+    infer_linear(tmp, fch, n, 4 * l + 3, w.fcproj_w, w.fcproj_b, 4 * C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
   }
-  // Only the last position's logits are needed for the next token.
-  const float* xl = x + size_t(n - 1) * C;
-  cpu::layernorm_forward(ln, mean, rstd, xl, P + lnf_w_, opt(lnf_b_), 1, C, c.ln_eps);
-  cpu::gemm(false, true, 1, V, C, 1.0f, ln, C, P + wte_, C, 0.0f, logits, V);
   cache_len_ += n;
+  return x;
+}
+
+const float* GPT::extend(const int32_t* ids, int n) {
+  const int C = config_.n_embd, Tmax = config_.block_size;
+  const float* x = forward_cached(ids, n);
+  // Only the last position's logits are needed for the next token.
+  const float* P = params_buf_.data();
+  float* ln = infer_.data() + size_t(Tmax) * C;
+  float* logits = infer_.data() + size_t(Tmax) * C * 11;  // after x, ln, atty, tmp, qkv, fch
+  float mean, rstd;
+  cpu::layernorm_forward(ln, &mean, &rstd, x + size_t(n - 1) * C, P + lnf_w_,
+                         lnf_b_ == kNone ? nullptr : P + lnf_b_, 1, C, config_.ln_eps);
+  lm_head(ln, 1, logits);
   return logits;
+}
+
+double GPT::nll_sum(const int32_t* ids, int n) {
+  const int C = config_.n_embd, V = config_.vocab_size, Tmax = config_.block_size;
+  QKV_CHECK(n >= 2 && n <= Tmax, "[gpt] nll_sum needs 2..{} tokens, got {}", Tmax, n);
+  reset_cache();
+  const float* x = forward_cached(ids, n);
+  const float* P = params_buf_.data();
+  float* ln = infer_.data() + size_t(Tmax) * C;
+  constexpr int kRows = 32;  // logits of 32 positions at a time: never (T, V) at once
+  std::vector<float> logits(size_t(kRows) * V), lse(kRows), loss(kRows);
+  float mean[kRows], rstd[kRows];
+  double sum = 0;
+  for (int i0 = 0; i0 < n - 1; i0 += kRows) {
+    const int rows = std::min(kRows, n - 1 - i0);
+    cpu::layernorm_forward(ln, mean, rstd, x + size_t(i0) * C, P + lnf_w_,
+                           lnf_b_ == kNone ? nullptr : P + lnf_b_, rows, C, config_.ln_eps);
+    lm_head(ln, rows, logits.data());
+    cpu::crossentropy_forward(loss.data(), lse.data(), logits.data(), ids + i0 + 1, rows, V);
+    for (int r = 0; r < rows; ++r) sum += loss[size_t(r)];
+  }
+  reset_cache();
+  return sum;
 }
 
 // ---- files ----
 
 void GPT::save(const std::string& path) const {
   std::vector<TensorRef> refs;
-  for (const auto& p : params_)
-    refs.push_back({"transformer." + p.name, DType::F32, p.shape, params_buf_.data() + p.offset});
+  std::vector<std::vector<uint16_t>> keep16;  // BF16 copies and int8 scales
+  std::vector<std::vector<int8_t>> keep8;
+  keep16.reserve(params_.size() * 2);
+  keep8.reserve(params_.size());
+  std::vector<int> slot_of(params_.size(), -1);
+  const auto slots = matrix_slots();
+  if (weights_ == Weights::INT8)
+    for (size_t i = 0; i < slots.size(); ++i) slot_of[slots[i].param] = int(i);
+  for (size_t pi = 0; pi < params_.size(); ++pi) {
+    const Param& p = params_[pi];
+    const std::string name = "transformer." + p.name;
+    const float* data = params_buf_.data() + p.offset;
+    if (slot_of[pi] >= 0) {
+      const MatrixSlot& m = slots[size_t(slot_of[pi])];
+      const cpu::PackedMatrix& pm = packed_[size_t(slot_of[pi])];
+      keep8.emplace_back(p.numel);
+      keep16.emplace_back(size_t(pm.kchunks) * size_t(m.N));
+      cpu::unpack_q8(pm, keep8.back().data(), keep16.back().data(), m.trans);
+      refs.push_back({name, DType::I8, p.shape, keep8.back().data()});
+      const Shape sshape = m.trans ? Shape{m.N, pm.kchunks} : Shape{pm.kchunks, m.N};
+      refs.push_back({name + "_scale", DType::BF16, sshape, keep16.back().data()});
+    } else if (weights_ == Weights::BF16) {
+      keep16.emplace_back(p.numel);
+      for (size_t i = 0; i < p.numel; ++i) keep16.back()[i] = f32_to_bf16(data[i]);
+      refs.push_back({name, DType::BF16, p.shape, keep16.back().data()});
+    } else {
+      refs.push_back({name, DType::F32, p.shape, data});
+    }
+  }
   // Hugging Face's GPT-2 always has biases: a model without them is saved with zero biases
   // (the same function), so every qkv checkpoint is a valid HF GPT-2 directory.
   std::vector<float> zeros;
@@ -389,27 +536,74 @@ void GPT::save(const std::string& path) const {
     }
     zero("ln_f.bias", C);
   }
-  save_safetensors(path, refs, {{"format", "pt"}});
+  std::map<std::string, std::string> meta = {{"format", "pt"}};
+  if (weights_ == Weights::INT8)
+    meta["qkv_quantization"] =
+        "int8 matmul weights, one bf16 scale per 32 inputs of each output (<name>_scale); other "
+        "tensors F32";
+  save_safetensors(path, refs, meta);
 }
 
 void GPT::load(const std::string& path) {
   SafetensorsFile f(path);
-  for (const auto& p : params_) {
+  std::vector<int> slot_of(params_.size(), -1);
+  const auto slots = matrix_slots();
+  for (size_t i = 0; i < slots.size(); ++i) slot_of[slots[i].param] = int(i);
+  std::vector<cpu::PackedMatrix> packed;
+  size_t n_int8 = 0;
+  for (size_t pi = 0; pi < params_.size(); ++pi) {
+    const Param& p = params_[pi];
     std::string name = "transformer." + p.name;
     if (!f.has(name)) name = p.name;
     QKV_CHECK(f.has(name), "{}: missing tensor 'transformer.{}'", path, p.name);
     Tensor t = f.get(name);
     QKV_CHECK(t.shape() == p.shape, "{}: tensor '{}' has shape {}, expected {}", path, name,
               t.shape_str(), shape_to_string(p.shape));
+    if (t.dtype() == DType::I8) {
+      QKV_CHECK(slot_of[pi] >= 0, "{}: tensor '{}' is int8; only matmul weights can be", path,
+                name);
+      const MatrixSlot& m = slots[size_t(slot_of[pi])];
+      const int kchunks = (m.K + 31) / 32;
+      const Shape sshape = m.trans ? Shape{m.N, kchunks} : Shape{kchunks, m.N};
+      QKV_CHECK(f.has(name + "_scale"), "{}: int8 tensor '{}' has no '{}_scale' beside it", path,
+                name, name);
+      Tensor sc = f.get(name + "_scale");
+      QKV_CHECK(sc.dtype() == DType::BF16 && sc.shape() == sshape,
+                "{}: tensor '{}_scale' must be BF16 of shape {}, found {} {}", path, name,
+                shape_to_string(sshape), dtype_name(sc.dtype()), sc.shape_str());
+      const uint16_t* sv = static_cast<const uint16_t*>(sc.raw());
+      for (size_t i = 0; i < size_t(sc.numel()); ++i) {
+        const float v = bf16_to_f32(sv[i]);
+        QKV_CHECK(std::isfinite(v) && v >= 0.0f,
+                  "{}: tensor '{}_scale' holds {} at index {} (scales are finite and >= 0)", path,
+                  name, v, i);
+      }
+      if (packed.empty()) packed.resize(slots.size());
+      try {
+        cpu::pack_q8(packed[size_t(slot_of[pi])], static_cast<const int8_t*>(t.raw()), sv, m.trans,
+                     m.K, m.N);
+      } catch (const Error& e) {
+        QKV_CHECK(false, "{}: tensor '{}': {}", path, name, e.what());
+      }
+      std::fill_n(params_buf_.data() + p.offset, p.numel, 0.0f);
+      ++n_int8;
+      continue;
+    }
     QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-              "{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", path, name,
-              dtype_name(t.dtype()));
+              "{}: tensor '{}' has dtype {}, expected F32, F16, BF16 (or I8 for matmul weights)",
+              path, name, dtype_name(t.dtype()));
     Tensor f32 = t.to_f32();
     std::memcpy(params_buf_.data() + p.offset, f32.raw(), p.numel * sizeof(float));
     for (size_t i = 0; i < p.numel; ++i)
       QKV_CHECK(std::isfinite(params_buf_[p.offset + i]),
                 "{}: tensor '{}' holds a non-finite value at index {}", path, name, i);
   }
+  QKV_CHECK(n_int8 == 0 || n_int8 == slots.size(),
+            "{}: {} of the {} matmul weights are int8; a quantized checkpoint has all of them",
+            path, n_int8, slots.size());
+  packed_ = std::move(packed);
+  weights_ = n_int8 ? Weights::INT8 : Weights::F32;
+  fp32_weights_ = n_int8 == 0;
   cache_len_ = 0;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/tensor.h"
 #include "qkv/models/gpt_config.h"
 #include "qkv/nn/linear.h"
@@ -60,8 +61,28 @@ class GPT {
   void reset_cache() { cache_len_ = 0; }
   int cache_len() const { return cache_len_; }
   const float* extend(const int32_t* ids, int n);
+  // Sum over i in [0, n-1) of -log p(ids[i+1] | ids[0..i]) on the inference path (the weights
+  // set_inference_weights chose), from an empty cache; n <= block_size. Resets the cache.
+  double nll_sum(const int32_t* ids, int n);
 
-  // Hugging Face GPT-2 tensor names and layout ("transformer."-prefixed on save).
+  // Weights of the inference path (extend, nll_sum). F32: the parameters as they are. BF16 and
+  // INT8: a packed copy of every matmul weight, the tied token embedding / LM head included
+  // (INT8: one scale per 32 inputs of each output, see cpu::PackedMatrix); LayerNorms, biases
+  // and position embeddings stay fp32. Training always uses the fp32 parameters.
+  enum class Weights { F32, BF16, INT8 };
+  static Weights weights_from_name(const std::string& name);  // "fp32", "bf16", "int8"
+  static const char* weights_name(Weights w);
+  void set_inference_weights(Weights w);
+  Weights inference_weights() const { return weights_; }
+  // Bytes of weights one decoded token reads (the packed matrices, or all fp32 parameters).
+  size_t inference_weight_bytes() const;
+  // False after loading an int8 checkpoint: the fp32 matmul weights are not there to train.
+  bool has_fp32_weights() const { return fp32_weights_; }
+
+  // Hugging Face GPT-2 tensor names and layout ("transformer."-prefixed on save). A model with
+  // INT8 inference weights saves its matmul weights as I8 tensors (HF shape) with a BF16
+  // "<name>_scale" tensor beside each (blocks of 32 along the input axis); BF16 saves every
+  // tensor as BF16 (a standard HF checkpoint). load() reads all three.
   void save(const std::string& path) const;
   void load(const std::string& path);
   // Reads a model directory: config.json + model.safetensors.
@@ -71,6 +92,23 @@ class GPT {
  private:
   void plan_activations(int B, int T);
   void plan_cache();
+  // Runs n tokens through the layers with the KV cache; returns their final hidden states
+  // (n, C) before ln_f, in the inference scratch.
+  float* forward_cached(const int32_t* ids, int n);
+  // logits (rows, V) = ln_f-normed rows (rows, C) @ wte^T, with the inference weights.
+  void lm_head(const float* x, int rows, float* logits);
+  // (out, n) = inp (n, K) @ matrix + bias, with the inference weights: slot is the index in
+  // packed_ (layer * 4 + {0 c_attn, 1 attn c_proj, 2 c_fc, 3 mlp c_proj}).
+  void infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
+                    int K, int N);
+  // The matmul weights the inference path can pack: offset, K, N, and whether the stored
+  // tensor is (N, K) (the token embedding) rather than HF's (K, N).
+  struct MatrixSlot {
+    size_t param;  // index in params_
+    int K, N;
+    bool trans;
+  };
+  std::vector<MatrixSlot> matrix_slots() const;
 
   GPTConfig config_;
   nn::Precision prec_ = nn::Precision::F32;
@@ -101,6 +139,9 @@ class GPT {
   int cache_len_ = 0;
   std::vector<float> kv_;     // (L, 2, block_size, C)
   std::vector<float> infer_;  // scratch for up to block_size tokens
+  Weights weights_ = Weights::F32;
+  bool fp32_weights_ = true;
+  std::vector<cpu::PackedMatrix> packed_;  // matrix_slots() order; the LM head last
 };
 
 }  // namespace qkv

@@ -83,12 +83,14 @@ TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std:
   return r;
 }
 
-GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps) {
+GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps,
+                             const std::string& dtype) {
   QKV_CHECK(prompt_tokens >= 1 && prompt_tokens + new_tokens <= cfg.block_size,
             "[bench] prompt {} + new tokens {} must fit the context {}", prompt_tokens, new_tokens,
             cfg.block_size);
   GPT model(cfg);
   model.init_weights(1);
+  model.set_inference_weights(GPT::weights_from_name(dtype));
   Rng rng(9, 0);
   std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
   for (auto& v : prompt) v = int32_t(rng.below(uint64_t(cfg.vocab_size)));
@@ -121,13 +123,23 @@ GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_to
 }
 
 KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps, const std::string& dtype) {
+  QKV_CHECK(dtype == "fp32" || dtype == "bf16" || dtype == "int8",
+            "[bench] unknown dtype '{}' (fp32, bf16 or int8)", dtype);
   auto* fn = dtype == "bf16" ? &cpu::gemm_bf16 : &cpu::gemm;
   auto A = random_vec(size_t(M) * K, 1), B = random_vec(size_t(K) * N, 2);
   std::vector<float> C(size_t(M) * N);
+  cpu::PackedMatrix packed;
+  if (dtype == "int8") {
+    QKV_CHECK(!ta, "[bench] the int8 GEMM takes an untransposed A");
+    cpu::pack_matrix(packed, cpu::WeightFormat::Q8, B.data(), tb ? K : N, tb, K, N);
+  }
   std::vector<double> t;
   for (int r = -2; r < reps; ++r) {
     auto t0 = Clock::now();
-    fn(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N);
+    if (dtype == "int8")
+      cpu::gemm_packed(M, A.data(), K, packed, C.data(), N);
+    else
+      fn(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N);
     if (r >= 0) t.push_back(since(t0));
   }
   KernelBench k;

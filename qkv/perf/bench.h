@@ -30,13 +30,16 @@ struct GenerateBench {
   double prefill_tokens_per_sec = 0, decode_tokens_per_sec = 0;
   Stats prefill, decode_token;
 };
-GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps);
+// dtype: the inference weights, "fp32", "bf16" or "int8" (GPT::set_inference_weights).
+GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps,
+                             const std::string& dtype = "fp32");
 
 struct KernelBench {
   double gflops = 0;
   Stats time;
 };
-// dtype: "fp32" or "bf16" (AMX where available).
+// dtype: "fp32", "bf16" (AMX where available) or "int8" (B packed as int8 inference weights,
+// cpu::gemm_packed).
 KernelBench bench_gemm(int M, int N, int K, bool trans_a, bool trans_b, int reps,
                        const std::string& dtype = "fp32");
 // Causal attention forward (+ backward if `backward`), B x NH heads of size HS over T tokens.

@@ -10,12 +10,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "qkv/core/file.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
+#include "qkv/tokenizer/tokenizer.h"
 #include "tests/test_paths.h"
 
 namespace qkv {
@@ -204,6 +206,56 @@ TEST(Cli, GenerateStreamsAndWarnsOnLongPrompt) {
   std::string text = read_file(out);
   EXPECT_EQ(text.substr(0, 32), std::string(32, 'a'));
   EXPECT_EQ(text.size(), 32u + 20u + 1u);
+}
+
+// quantize + generate + perplexity end to end: converting on load and loading a quantized
+// directory give the same text and the same perplexity; the library's nll_sum is the oracle.
+TEST(Cli, QuantizeGenerateAndPerplexity) {
+  std::string m = test::temp_dir("qm"), q = test::temp_dir("qq") + "/int8";
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m)).rc, 0);
+  ASSERT_EQ(run_qkv("quantize --model " + m + " --out " + q).rc, 0);
+  const std::string o = test::temp_dir("qout") + "/o";
+  auto gen = [&](const std::string& args, const std::string& file) {
+    return test::run(test::qkv_exe() + " generate " + args +
+                     " --prompt ROMEO --max-new-tokens 40 --seed 5 >" + file + " 2>&1");
+  };
+  ASSERT_EQ(gen("--model " + m + " --dtype int8", o + ".a"), 0);
+  ASSERT_EQ(gen("--model " + q, o + ".b"), 0);
+  ASSERT_EQ(gen("--model " + q + " --no-kv-cache", o + ".c"), 0);
+  EXPECT_EQ(read_file(o + ".a"), read_file(o + ".b"));
+  EXPECT_EQ(read_file(o + ".a").size(), 5u + 40u + 1u);
+  // Perplexity on the last 3000 characters, against the library on the same windows.
+  const std::string text = read_file(corpus());
+  write_file_atomic(o + ".txt", text.substr(text.size() - 3000));
+  int rc = test::run(test::qkv_exe() + " perplexity --model " + q + " --data " + o +
+                     ".txt --json >" + o + ".json 2>&1");
+  ASSERT_EQ(rc, 0) << read_file(o + ".json");
+  auto j = nlohmann::json::parse(read_file(o + ".json"));
+  GPT g = GPT::from_dir(q);
+  const auto ids = load_tokenizer(q)->encode(text.substr(text.size() - 3000));
+  double nll = 0;
+  int64_t count = 0;
+  for (size_t s = 0; s + 1 < ids.size(); s += 32) {
+    const int n = int(std::min<size_t>(32, ids.size() - s));
+    nll += g.nll_sum(ids.data() + s, n);
+    count += n - 1;
+  }
+  EXPECT_EQ(j["dtype"], "int8");
+  EXPECT_EQ(j["tokens"].get<int64_t>(), count);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(nll / double(count)), 1e-9);
+  EXPECT_LT(j["perplexity"].get<double>(), 40.0);
+  // Bad input: quantizing an int8 model, bf16 from int8, out == model, a missing --data file.
+  auto r = run_qkv("quantize --model " + q + " --out " + q + "2");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("int8 already"), std::string::npos) << r.err;
+  r = run_qkv("perplexity --model " + q + " --data " + o + ".txt --dtype bf16");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("needs an fp32 checkpoint"), std::string::npos) << r.err;
+  r = run_qkv("quantize --model " + m + " --out " + m);
+  EXPECT_EQ(r.rc, 1);
+  r = run_qkv("perplexity --model " + m + " --data " + o + ".missing");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
 }  // namespace

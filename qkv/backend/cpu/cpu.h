@@ -7,6 +7,7 @@
 #include <string>
 
 #include "qkv/backend/kernel_args.h"
+#include "qkv/core/aligned.h"
 
 namespace qkv::cpu {
 
@@ -28,6 +29,42 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
 bool amx_available();
 // Turns the AMX path off (or back on, if available): for tests of the fallback.
 void set_amx(bool on);
+
+// ---- weights packed for inference ----
+// op(B) of a K x N product (a layer's weight), packed once for fast inference: panels of 16
+// columns, each cut into chunks of 32 k stored k-major ([32 k][16 columns]; zero padded past K
+// and N). BF16 keeps each weight rounded to bf16; Q8 keeps int8 values with one scale per column
+// per chunk of 32 k (the block of llama.cpp's q8_0), the scale stored as bf16 rounded up so that
+// round(w / scale) never leaves [-127, 127]. Small M reads the packed weights directly (a GEMV
+// bound by memory bandwidth); larger M converts them to bf16 tiles for AMX when present.
+enum class WeightFormat { BF16, Q8 };
+const char* weight_format_name(WeightFormat f);
+
+struct PackedMatrix {
+  WeightFormat format = WeightFormat::BF16;
+  int K = 0, N = 0;
+  int kchunks = 0, panels = 0;
+  AlignedVector<uint16_t> bf16;   // BF16: panels * kchunks * 512
+  AlignedVector<int8_t> q8;       // Q8: panels * kchunks * 512
+  AlignedVector<uint16_t> scale;  // Q8: panels * kchunks * 16, bf16
+  size_t bytes() const { return bf16.size() * 2 + q8.size() + scale.size() * 2; }
+  // Offset of chunk (panel p, chunk c) in elements of bf16 / q8 (scales: / 32).
+  size_t tile(int p, int c) const { return (size_t(p) * size_t(kchunks) + size_t(c)) * 512; }
+};
+
+// Packs op(B) (K x N; trans_b: B is stored N x K).
+void pack_matrix(PackedMatrix& dst, WeightFormat f, const float* B, int64_t ldb, bool trans_b,
+                 int K, int N);
+// Packs int8 values and their bf16 scales given in the orientation of a stored tensor:
+// trans_b false: q is K x N and scales ceil(K/32) x N; true: q is N x K, scales N x ceil(K/32).
+void pack_q8(PackedMatrix& dst, const int8_t* q, const uint16_t* scales, bool trans_b, int K,
+             int N);
+// The reverse of pack_q8, for saving a Q8 matrix.
+void unpack_q8(const PackedMatrix& src, int8_t* q, uint16_t* scales, bool trans_b);
+// Column j of op(B), dequantized (K floats).
+void packed_column(const PackedMatrix& B, int j, float* out);
+// C (M x N, ldc) = A (M x K, lda) @ op(B).
+void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc);
 
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int Tt, int C);

@@ -83,6 +83,7 @@ const IsaTable& k() { return *choice().table; }
 
 }  // namespace
 
+const IsaTable& isa_table() { return k(); }
 const char* isa_name() { return choice().name; }
 
 bool isa_supported(const std::string& name) { return cpu_has(name); }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/cpu/isa_table.h"
 #include "qkv/core/dtype.h"
 
@@ -50,27 +51,9 @@ std::vector<uint16_t, AlignedAlloc<uint16_t>>& buf_b() {
   return b;
 }
 
-}  // namespace
-
-bool request_permission() {
-  constexpr long kArchReqXcompPerm = 0x1023;
-  constexpr long kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
-
-// Row-major C (M,N) = alpha * op(A) @ op(B) + beta * C, with bf16 products and fp32 sums.
-void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const int Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32,
-            Kp = (K + kPairK - 1) / kPairK * kPairK;
-  const int kchunks = Kp / kPairK;
-  auto& pa = buf_a();
-  auto& pb = buf_b();
-  if (pa.size() < size_t(Mp) * Kp) pa.resize(size_t(Mp) * Kp);
-  if (pb.size() < size_t(Np) * Kp) pb.resize(size_t(Np) * Kp);
-  uint16_t* PA = pa.data();
-  uint16_t* PB = pb.data();
-  // A tiles: [m-panel of 16][k-chunk] -> 16 rows x 32 bf16.
+// A tiles: [m-panel of 16][k-chunk] -> 16 rows x 32 bf16, zero padded to Mp rows.
+void pack_a_tiles(uint16_t* PA, const float* A, int64_t lda, bool trans_a, int M, int K, int Mp,
+                  int kchunks) {
 #pragma omp parallel for schedule(static)
   for (int mp = 0; mp < Mp / kTile; ++mp) {
     for (int kc = 0; kc < kchunks; ++kc) {
@@ -95,6 +78,95 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
       }
     }
   }
+}
+
+// Stores a 32x32 fp32 block (tmp) into C: alpha * tmp + beta * C, clipped to rows x cols.
+void store_block(const float* tmp, float* C, int64_t ldc, int rows, int cols, float alpha,
+                 float beta) {
+  for (int r = 0; r < rows; ++r) {
+    float* c = C + int64_t(r) * ldc;
+    const float* t = tmp + r * 32;
+    if (beta == 0.0f) {
+      for (int j = 0; j < cols; ++j) c[j] = alpha * t[j];
+    } else {
+      for (int j = 0; j < cols; ++j) c[j] = alpha * t[j] + beta * c[j];
+    }
+  }
+}
+
+// Four 16x16 accumulators for a 32x32 block of C over all k chunks; a0/a1 are the two A
+// panels, b0/b1 the two B panels (each kchunks tiles of 1 KiB). Result into tmp (32x32).
+void block_product(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, const uint16_t* b1,
+                   int kchunks, float* tmp) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int kc = 0; kc < kchunks; ++kc) {
+    const size_t o = size_t(kc) * kTile * kPairK;
+    _tile_loadd(4, a0 + o, 64);
+    _tile_loadd(5, a1 + o, 64);
+    _tile_loadd(6, b0 + o, 64);
+    _tile_loadd(7, b1 + o, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, tmp, 32 * 4);
+  _tile_stored(1, tmp + 16, 32 * 4);
+  _tile_stored(2, tmp + 16 * 32, 32 * 4);
+  _tile_stored(3, tmp + 16 * 32 + 16, 32 * 4);
+}
+
+// One chunk of a packed inference matrix ([32 k][16 columns], bf16 or int8 + scales) as a VNNI
+// B tile: row r holds (k = 2r, k = 2r + 1) pairs for the 16 columns.
+void packed_to_vnni(const PackedMatrix& B, int p, int c, uint16_t* dst) {
+  const size_t t = B.tile(p, c);
+  if (B.format == WeightFormat::BF16) {
+    const uint16_t* src = B.bf16.data() + t;
+    for (int r = 0; r < kTile; ++r) {
+      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r)));
+      const __m512i hi =
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r + 16)));
+      _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+    return;
+  }
+  const int8_t* q = B.q8.data() + t;
+  const __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(B.scale.data() + t / 32))), 16));
+  auto row = [&](int k) {
+    const __m512 v =
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + 16 * k))));
+    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(v, s)));
+  };
+  for (int r = 0; r < kTile; ++r)
+    _mm512_storeu_si512(dst + r * kPairK,
+                        _mm512_or_si512(row(2 * r), _mm512_slli_epi32(row(2 * r + 1), 16)));
+}
+
+}  // namespace
+
+bool request_permission() {
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+// Row-major C (M,N) = alpha * op(A) @ op(B) + beta * C, with bf16 products and fp32 sums.
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32,
+            Kp = (K + kPairK - 1) / kPairK * kPairK;
+  const int kchunks = Kp / kPairK;
+  auto& pa = buf_a();
+  auto& pb = buf_b();
+  if (pa.size() < size_t(Mp) * Kp) pa.resize(size_t(Mp) * Kp);
+  if (pb.size() < size_t(Np) * Kp) pb.resize(size_t(Np) * Kp);
+  uint16_t* PA = pa.data();
+  uint16_t* PB = pb.data();
+  pack_a_tiles(PA, A, lda, trans_a, M, K, Mp, kchunks);
   // B tiles (VNNI): [n-panel of 16][k-chunk] -> 16 k-pairs x (16 columns x 2).
 #pragma omp parallel for schedule(static)
   for (int np = 0; np < Np / kTile; ++np) {
@@ -135,40 +207,54 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
 #pragma omp for schedule(static) collapse(2)
     for (int nb = 0; nb < nblocks; ++nb) {
       for (int mb = 0; mb < mblocks; ++mb) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
         const uint16_t* a0 = PA + size_t(2 * mb) * kchunks * kTile * kPairK;
-        const uint16_t* a1 = PA + size_t(2 * mb + 1) * kchunks * kTile * kPairK;
         const uint16_t* b0 = PB + size_t(2 * nb) * kchunks * kTile * kPairK;
-        const uint16_t* b1 = PB + size_t(2 * nb + 1) * kchunks * kTile * kPairK;
-        for (int kc = 0; kc < kchunks; ++kc) {
-          const size_t o = size_t(kc) * kTile * kPairK;
-          _tile_loadd(4, a0 + o, 64);
-          _tile_loadd(5, a1 + o, 64);
-          _tile_loadd(6, b0 + o, 64);
-          _tile_loadd(7, b1 + o, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, tmp, 32 * 4);
-        _tile_stored(1, tmp + 16, 32 * 4);
-        _tile_stored(2, tmp + 16 * 32, 32 * 4);
-        _tile_stored(3, tmp + 16 * 32 + 16, 32 * 4);
+        block_product(a0, a0 + size_t(kchunks) * kTile * kPairK, b0,
+                      b0 + size_t(kchunks) * kTile * kPairK, kchunks, tmp);
         const int i0 = mb * 32, j0 = nb * 32;
-        const int rows = std::min(32, M - i0), cols = std::min(32, N - j0);
-        for (int r = 0; r < rows; ++r) {
-          float* c = C + int64_t(i0 + r) * ldc + j0;
-          const float* t = tmp + r * 32;
-          if (beta == 0.0f) {
-            for (int j = 0; j < cols; ++j) c[j] = alpha * t[j];
-          } else {
-            for (int j = 0; j < cols; ++j) c[j] = alpha * t[j] + beta * c[j];
-          }
+        store_block(tmp, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
+                    std::min(32, N - j0), alpha, beta);
+      }
+    }
+    _tile_release();
+  }
+}
+
+// C (M x N) = A @ op(B) for a packed inference matrix: A is packed once; each thread turns a
+// block of 32 columns into VNNI tiles (dequantising int8) and reuses it for every row block.
+void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc) {
+  const int K = B.K, N = B.N, kchunks = B.kchunks;
+  const int Mp = (M + 31) / 32 * 32;
+  auto& pa = buf_a();
+  if (pa.size() < size_t(Mp) * kchunks * kPairK) pa.resize(size_t(Mp) * kchunks * kPairK);
+  uint16_t* PA = pa.data();
+  pack_a_tiles(PA, A, lda, false, M, K, Mp, kchunks);
+  const int mblocks = Mp / 32, nblocks = (B.panels + 1) / 2;
+  const size_t panel = size_t(kchunks) * kTile * kPairK;
+#pragma omp parallel
+  {
+    load_config();
+    static thread_local std::vector<uint16_t, AlignedAlloc<uint16_t>> bt;
+    if (bt.size() < 2 * panel) bt.resize(2 * panel);
+    alignas(64) float tmp[32 * 32];
+#pragma omp for schedule(static)
+    for (int nb = 0; nb < nblocks; ++nb) {
+      for (int h = 0; h < 2; ++h) {
+        const int p = 2 * nb + h;
+        for (int c = 0; c < kchunks; ++c) {
+          uint16_t* dst = bt.data() + size_t(h) * panel + size_t(c) * kTile * kPairK;
+          if (p < B.panels)
+            packed_to_vnni(B, p, c, dst);
+          else
+            std::memset(dst, 0, sizeof(uint16_t) * kTile * kPairK);
         }
+      }
+      for (int mb = 0; mb < mblocks; ++mb) {
+        const uint16_t* a0 = PA + size_t(2 * mb) * panel;
+        block_product(a0, a0 + panel, bt.data(), bt.data() + panel, kchunks, tmp);
+        const int i0 = mb * 32, j0 = nb * 32;
+        store_block(tmp, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
+                    std::min(32, N - j0), 1.0f, 0.0f);
       }
     }
     _tile_release();

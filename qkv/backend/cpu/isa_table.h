@@ -2,29 +2,12 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
+#include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/kernel_args.h"
+#include "qkv/core/aligned.h"
 
 namespace qkv::cpu {
-
-// 64-byte aligned allocator for scratch vectors.
-template <typename T>
-struct AlignedAlloc {
-  using value_type = T;
-  AlignedAlloc() = default;
-  template <typename U>
-  AlignedAlloc(const AlignedAlloc<U>&) {}
-  T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const AlignedAlloc&) const { return true; }
-  bool operator!=(const AlignedAlloc&) const { return false; }
-};
 
 struct IsaTable {
   void (*gemm)(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
@@ -50,6 +33,8 @@ struct IsaTable {
   double (*sum_squares)(const float*, int64_t);
   void (*scale)(float*, int64_t, float);
   double (*fma_probe)(int64_t);
+  // C (M x N) = A @ packed B for M <= 4, reading the packed weights once.
+  void (*gemv_packed)(int, const float*, int64_t, const PackedMatrix&, float*, int64_t);
 };
 
 namespace avx512 {
