@@ -12,6 +12,7 @@ void add_logits(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_quantize(CLI::App& app);
+void add_init(CLI::App& app);
 void add_perplexity(CLI::App& app);
 
 // Applies --threads (0 = all cores).

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   qkv::app::add_logits(app);
   qkv::app::add_bench(app);
   qkv::app::add_tokenize(app);
+  qkv::app::add_init(app);
   qkv::app::add_quantize(app);
   qkv::app::add_perplexity(app);
   if (argc >= 2 && argv[1][0] != '-') {

@@ -32,11 +32,15 @@ void set_amx(bool on);
 
 // ---- weights packed for inference ----
 // op(B) of a K x N product (a layer's weight), packed once for fast inference: panels of 16
-// columns, each cut into chunks of 32 k stored k-major ([32 k][16 columns]; zero padded past K
-// and N). BF16 keeps each weight rounded to bf16; Q8 keeps int8 values with one scale per column
-// per chunk of 32 k (the block of llama.cpp's q8_0), the scale stored as bf16 rounded up so that
-// round(w / scale) never leaves [-127, 127]. Small M reads the packed weights directly (a GEMV
-// bound by memory bandwidth); larger M converts them to bf16 tiles for AMX when present.
+// columns, each cut into chunks of 32 k (zero padded past K and N).
+// BF16 keeps each weight rounded to bf16, k-major inside a chunk ([32 k][16 columns]).
+// Q8 keeps int8 values with one scale per column per chunk of 32 k (the block of llama.cpp's
+// q8_0), the scale stored as bf16 rounded up so that round(w / scale) never leaves [-127, 127].
+// The values are stored offset by +128 (as unsigned bytes) in groups of 4 k per column
+// ([8 k-quads][16 columns][4 k]): the layout of AVX512-VNNI's unsigned x signed byte dot products.
+// Small M (decode) reads the packed weights directly, a GEMV bound by memory bandwidth; for Q8
+// it quantises each row of A to int8 per chunk of 32 (scale max|a|/127, as q8_0) and sums exact
+// integer products. Larger M (prefill) converts the weights to bf16 tiles for AMX when present.
 enum class WeightFormat { BF16, Q8 };
 const char* weight_format_name(WeightFormat f);
 
@@ -45,11 +49,16 @@ struct PackedMatrix {
   int K = 0, N = 0;
   int kchunks = 0, panels = 0;
   AlignedVector<uint16_t> bf16;   // BF16: panels * kchunks * 512
-  AlignedVector<int8_t> q8;       // Q8: panels * kchunks * 512
+  AlignedVector<uint8_t> q8;      // Q8: panels * kchunks * 512, value + 128
   AlignedVector<uint16_t> scale;  // Q8: panels * kchunks * 16, bf16
   size_t bytes() const { return bf16.size() * 2 + q8.size() + scale.size() * 2; }
-  // Offset of chunk (panel p, chunk c) in elements of bf16 / q8 (scales: / 32).
+  // Offset of chunk (panel p, chunk c) in elements of bf16 / q8 (its scales: / 32).
   size_t tile(int p, int c) const { return (size_t(p) * size_t(kchunks) + size_t(c)) * 512; }
+  // Element (k, column) of a chunk, k and column < 32 and 16.
+  static size_t bf16_at(int k, int col) { return size_t(k) * 16 + size_t(col); }
+  static size_t q8_at(int k, int col) {
+    return size_t(k / 4) * 64 + size_t(col) * 4 + size_t(k % 4);
+  }
 };
 
 // Packs op(B) (K x N; trans_b: B is stored N x K).

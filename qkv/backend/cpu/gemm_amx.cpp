@@ -133,13 +133,26 @@ void packed_to_vnni(const PackedMatrix& B, int p, int c, uint16_t* dst) {
     }
     return;
   }
-  const int8_t* q = B.q8.data() + t;
+  // Q8: each 64-byte group holds 4 k for 16 columns ([16 columns][4 k], value + 128); one byte
+  // permutation turns it into 4 rows of 16 columns, which convert like the bf16 rows.
+  const uint8_t* q = B.q8.data() + t;
   const __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(
       _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(B.scale.data() + t / 32))), 16));
+  alignas(64) static const uint8_t kToRows[64] = {
+      0,  4,  8,  12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 1,  5,  9,  13, 17, 21,
+      25, 29, 33, 37, 41, 45, 49, 53, 57, 61, 2,  6,  10, 14, 18, 22, 26, 30, 34, 38, 42, 46,
+      50, 54, 58, 62, 3,  7,  11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63};
+  const __m512i perm = _mm512_load_si512(kToRows);
+  const __m512i offset = _mm512_set1_epi32(128);
+  alignas(64) uint8_t rows[32 * 16];
+  for (int g = 0; g < 8; ++g)
+    _mm512_store_si512(rows + 64 * g,
+                       _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(q + 64 * g)));
   auto row = [&](int k) {
-    const __m512 v =
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + 16 * k))));
-    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(v, s)));
+    const __m512i v = _mm512_sub_epi32(
+        _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i*)(rows + 16 * k))), offset);
+    return _mm512_cvtepu16_epi32(
+        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s)));
   };
   for (int r = 0; r < kTile; ++r)
     _mm512_storeu_si512(dst + r * kPairK,
@@ -254,6 +267,97 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
         block_product(a0, a0 + panel, bt.data(), bt.data() + panel, kchunks, tmp);
         const int i0 = mb * 32, j0 = nb * 32;
         store_block(tmp, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
+                    std::min(32, N - j0), 1.0f, 0.0f);
+      }
+    }
+    _tile_release();
+  }
+}
+
+// C (M x N) = A @ op(B) for an int8 packed matrix, on AMX-INT8: the rows of A are quantised per
+// chunk of 32 (quantize_rows_q8) and each chunk is one tile product (TDPBSUD: signed activation
+// bytes x unsigned weight bytes, the weights' +128 offset removed through the row sums), exact
+// in int32. The stored chunk [8 k-quads][16 columns][4 k] is already the B tile layout. Each
+// chunk's integers are scaled into fp32 with the operations of the VNNI GEMV, in the same
+// order, so prefill and decode compute the same bits. (Bound by that per-chunk scaling, not by
+// the tiles: int8 x int8 per block of 32 is what makes the result match the decode path.)
+void gemm_packed_q8(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C,
+                    int64_t ldc) {
+  const int N = B.N, kchunks = B.kchunks;
+  const int Mp = (M + 31) / 32 * 32;
+  const QuantRows qa = quantize_rows_q8(M, A, lda, B.K, kchunks, Mp);
+  // A 32 x 32 block of C per work item: per chunk, four tile products (2 row tiles x 2 column
+  // tiles) are stored and scaled into fp32 sums by AVX-512 (AMX results reach vector registers
+  // only through memory). The tile unit's loads and stores per chunk, not its products, bound
+  // this: the per-chunk scales forbid summing more than 32 k inside a tile.
+  alignas(64) static uint8_t zero_chunk[512];  // a missing last panel: weight bytes 0 + 128
+  static const bool zero_ready = (std::memset(zero_chunk, 128, sizeof zero_chunk), true);
+  (void)zero_ready;
+  const int nblocks = (B.panels + 1) / 2;
+#pragma omp parallel
+  {
+    TileConfig cfg;
+    for (int t = 0; t < 4; ++t) {  // C: 16 x 16 int32
+      cfg.rows[t] = 16;
+      cfg.colsb[t] = 64;
+    }
+    for (int t = 4; t < 6; ++t) {  // A: 16 rows x 32 bytes (one chunk)
+      cfg.rows[t] = 16;
+      cfg.colsb[t] = 32;
+    }
+    for (int t = 6; t < 8; ++t) {  // B: 8 k-quads x 64 bytes (16 columns x 4 k)
+      cfg.rows[t] = 8;
+      cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    alignas(64) int32_t d[32 * 32];
+    alignas(64) float acc[32 * 32];
+#pragma omp for schedule(static) collapse(2)
+    for (int nb = 0; nb < nblocks; ++nb) {
+      for (int mb = 0; mb < Mp / 32; ++mb) {
+        std::memset(acc, 0, sizeof acc);
+        const int p0 = 2 * nb, p1 = 2 * nb + 1;
+        for (int c = 0; c < kchunks; ++c) {
+          const int8_t* a0 = qa.q + size_t(mb * 32) * qa.kp + size_t(c) * 32;
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+          _tile_loadd(4, a0, qa.kp);
+          _tile_loadd(5, a0 + size_t(16) * qa.kp, qa.kp);
+          _tile_loadd(6, B.q8.data() + B.tile(p0, c), 64);
+          _tile_loadd(7, p1 < B.panels ? B.q8.data() + B.tile(p1, c) : zero_chunk, 64);
+          _tile_dpbsud(0, 4, 6);
+          _tile_dpbsud(1, 4, 7);
+          _tile_dpbsud(2, 5, 6);
+          _tile_dpbsud(3, 5, 7);
+          _tile_stored(0, d, 32 * 4);
+          _tile_stored(1, d + 16, 32 * 4);
+          _tile_stored(2, d + 16 * 32, 32 * 4);
+          _tile_stored(3, d + 16 * 32 + 16, 32 * 4);
+          __m512 sw[2];
+          for (int h = 0; h < 2; ++h)
+            sw[h] = 2 * nb + h < B.panels
+                        ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                              _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                  (const __m256i*)(B.scale.data() + B.tile(2 * nb + h, c) / 32))),
+                              16))
+                        : _mm512_setzero_ps();
+          const int rows = std::min(32, M - mb * 32);
+          for (int r = 0; r < rows; ++r) {
+            const size_t i = size_t(mb * 32 + r) * kchunks + c;
+            const __m512 corr = _mm512_set1_ps(128.0f * qa.sum[i]);
+            const __m512 sa = _mm512_set1_ps(qa.scale[i]);
+            for (int h = 0; h < 2; ++h) {
+              const __m512 blk = _mm512_cvtepi32_ps(_mm512_load_si512(d + r * 32 + 16 * h));
+              float* o = acc + r * 32 + 16 * h;
+              _mm512_store_ps(o, _mm512_fmadd_ps(_mm512_sub_ps(blk, corr), _mm512_mul_ps(sw[h], sa),
+                                                 _mm512_load_ps(o)));
+            }
+          }
+        }
+        const int i0 = mb * 32, j0 = nb * 32;
+        store_block(acc, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
                     std::min(32, N - j0), 1.0f, 0.0f);
       }
     }

@@ -9,6 +9,20 @@
 
 namespace qkv::cpu {
 
+// Rows of A quantised for int8 products: per chunk of 32 values, q = round(a * (1 / s)) with
+// s = max|a| / 127, and the chunk's sum of q (the +128 offset of packed int8 weights adds
+// 128 * sum to every integer dot product). One implementation (packed.cpp) for every kernel, so
+// the decode GEMV and the AMX prefill see the same integers.
+struct QuantRows {
+  const int8_t* q;     // rows x kp, zero padded
+  const float* scale;  // rows x kchunks
+  const float* sum;    // rows x kchunks (exact integers)
+  int kp, kchunks;
+};
+// Quantises M rows (K values each) into the calling thread's buffers (valid until its next call).
+QuantRows quantize_rows_q8(int M, const float* A, int64_t lda, int K, int kchunks,
+                           int pad_rows = 0);
+
 struct IsaTable {
   void (*gemm)(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
                float, float*, int64_t);

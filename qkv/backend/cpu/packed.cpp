@@ -14,6 +14,8 @@ namespace qkv::cpu {
 
 namespace amx {
 void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc);
+void gemm_packed_q8(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C,
+                    int64_t ldc);
 }  // namespace amx
 const IsaTable& isa_table();
 
@@ -41,12 +43,45 @@ void shape_packed(PackedMatrix& d, WeightFormat f, int K, int N) {
   if (f == WeightFormat::BF16) {
     d.bf16.assign(n, 0);
   } else {
-    d.q8.assign(n, 0);
+    d.q8.assign(n, 128);  // zero
     d.scale.assign(n / 32, 0);
   }
 }
 
 }  // namespace
+
+QuantRows quantize_rows_q8(int M, const float* A, int64_t lda, int K, int kchunks, int pad_rows) {
+  static thread_local AlignedVector<int8_t> q;
+  static thread_local std::vector<float> scale, sum;
+  const int kp = kchunks * 32, rows = std::max(M, pad_rows);
+  q.assign(size_t(rows) * size_t(kp), 0);
+  scale.assign(size_t(rows) * size_t(kchunks), 0.0f);
+  sum.assign(size_t(rows) * size_t(kchunks), 0.0f);
+  // The calling thread's buffers: OpenMP workers have thread_locals of their own.
+  int8_t* qp = q.data();
+  float* sp = scale.data();
+  float* tp = sum.data();
+#pragma omp parallel for schedule(static) if (M > 16)
+  for (int m = 0; m < M; ++m)
+    for (int c = 0; c < kchunks; ++c) {
+      const float* x = A + m * lda + c * 32;
+      const int kn = std::min(32, K - c * 32);
+      float amax = 0.0f;
+      for (int k = 0; k < kn; ++k) amax = std::max(amax, std::fabs(x[k]));
+      const float s = amax / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+      int total = 0;
+      for (int k = 0; k < kn; ++k) {
+        // Round half to even (as nearbyint in the default mode), inline: |x * inv| <= 127.
+        const float r = (x[k] * inv + 12582912.0f) - 12582912.0f;
+        const int v = int(r);
+        qp[size_t(m) * kp + size_t(c) * 32 + size_t(k)] = int8_t(v);
+        total += v;
+      }
+      sp[size_t(m) * kchunks + size_t(c)] = s;
+      tp[size_t(m) * kchunks + size_t(c)] = float(total);
+    }
+  return {q.data(), scale.data(), sum.data(), kp, kchunks};
+}
 
 const char* weight_format_name(WeightFormat f) { return f == WeightFormat::BF16 ? "bf16" : "int8"; }
 
@@ -65,7 +100,7 @@ void pack_matrix(PackedMatrix& d, WeightFormat f, const float* B, int64_t ldb, b
         const int j = p * 16 + jj;
         if (f == WeightFormat::BF16) {
           for (int kk = 0; kk < kn; ++kk)
-            d.bf16[t + size_t(kk) * 16 + jj] = f32_to_bf16(at(c * 32 + kk, j));
+            d.bf16[t + PackedMatrix::bf16_at(kk, jj)] = f32_to_bf16(at(c * 32 + kk, j));
           continue;
         }
         float amax = 0.0f;
@@ -75,7 +110,8 @@ void pack_matrix(PackedMatrix& d, WeightFormat f, const float* B, int64_t ldb, b
         const float s = bf16_to_f32(sb);
         for (int kk = 0; kk < kn; ++kk) {
           const float q = s > 0.0f ? std::nearbyint(at(c * 32 + kk, j) / s) : 0.0f;
-          d.q8[t + size_t(kk) * 16 + jj] = int8_t(std::clamp(q, -127.0f, 127.0f));
+          d.q8[t + PackedMatrix::q8_at(kk, jj)] =
+              uint8_t(int(std::clamp(q, -127.0f, 127.0f)) + 128);
         }
       }
     }
@@ -95,7 +131,7 @@ void pack_q8(PackedMatrix& d, const int8_t* q, const uint16_t* scales, bool tran
         const int8_t v = trans_b ? q[size_t(j) * K + k] : q[size_t(k) * N + j];
         QKV_CHECK(v != -128, "[cpu] int8 weight -128 at ({}, {}): q8 values lie in [-127, 127]", k,
                   j);
-        d.q8[t + size_t(kk) * 16 + jj] = v;
+        d.q8[t + PackedMatrix::q8_at(kk, jj)] = uint8_t(v + 128);
       }
     }
   }
@@ -111,7 +147,8 @@ void unpack_q8(const PackedMatrix& d, int8_t* q, uint16_t* scales, bool trans_b)
       (trans_b ? scales[size_t(j) * kc + c] : scales[size_t(c) * N + j]) = d.scale[t / 32 + jj];
       for (int kk = 0; kk < std::min(32, K - c * 32); ++kk) {
         const int k = c * 32 + kk;
-        (trans_b ? q[size_t(j) * K + k] : q[size_t(k) * N + j]) = d.q8[t + size_t(kk) * 16 + jj];
+        (trans_b ? q[size_t(j) * K + k] : q[size_t(k) * N + j]) =
+            int8_t(int(d.q8[t + PackedMatrix::q8_at(kk, jj)]) - 128);
       }
     }
   }
@@ -124,10 +161,11 @@ void packed_column(const PackedMatrix& d, int j, float* out) {
     const int kn = std::min(32, d.K - c * 32);
     if (d.format == WeightFormat::BF16) {
       for (int kk = 0; kk < kn; ++kk)
-        out[c * 32 + kk] = bf16_to_f32(d.bf16[t + size_t(kk) * 16 + jj]);
+        out[c * 32 + kk] = bf16_to_f32(d.bf16[t + PackedMatrix::bf16_at(kk, jj)]);
     } else {
       const float s = bf16_to_f32(d.scale[t / 32 + jj]);
-      for (int kk = 0; kk < kn; ++kk) out[c * 32 + kk] = float(d.q8[t + size_t(kk) * 16 + jj]) * s;
+      for (int kk = 0; kk < kn; ++kk)
+        out[c * 32 + kk] = float(int(d.q8[t + PackedMatrix::q8_at(kk, jj)]) - 128) * s;
     }
   }
 }
@@ -138,11 +176,24 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
     isa_table().gemv_packed(M, A, lda, B, C, ldc);
     return;
   }
+  if (B.format == WeightFormat::Q8) {
+    // int8 x int8 products: AMX-INT8 tiles, else the GEMV four rows at a time. The tiles' scaling
+    // repeats the AVX-512 GEMV's operations (fused multiply-adds), so they serve only with it:
+    // a forced lower ISA keeps prefill and decode on one arithmetic.
+    if (amx_available() && std::strcmp(isa_name(), "avx512") == 0) {
+      amx::gemm_packed_q8(M, A, lda, B, C, ldc);
+    } else {
+      for (int i = 0; i < M; i += 4)
+        isa_table().gemv_packed(std::min(4, M - i), A + int64_t(i) * lda, lda, B,
+                                C + int64_t(i) * ldc, ldc);
+    }
+    return;
+  }
   if (amx_available()) {
     amx::gemm_packed(M, A, lda, B, C, ldc);
     return;
   }
-  // Without AMX: dequantise slabs of 256 columns (whole panels) and run the fp32 GEMM on them.
+  // bf16 without AMX: widen slabs of 256 columns (whole panels) and run the fp32 GEMM on them.
   constexpr int kSlab = 256;
   static thread_local AlignedVector<float> slab;
   slab.resize(size_t(kSlab) * size_t(B.K));
