@@ -15,7 +15,7 @@ void add_bench(CLI::App& app) {
       "bench", "Measure speed: train, generate, gemm or attention (random weights)");
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
-    std::string what, preset = "gpt2", dtype = "fp32";
+    std::string what, preset = "gpt2", dtype = "fp32", model;
     int batch_size = 4, block_size = 256, prompt_tokens = 128, new_tokens = 32, steps = 5,
         threads = 0;
     int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
@@ -26,6 +26,9 @@ void add_bench(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
   cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
+  cmd->add_option("--model", a->model,
+                  "generate: a model directory instead of a random --preset (e.g. to run the same "
+                  "weights as another engine)");
   cmd->add_option("--dtype", a->dtype,
                   "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX); int8 "
                   "(generate, gemm: int8 weights)")
@@ -82,8 +85,20 @@ void add_bench(CLI::App& app) {
             a->preset.c_str(), a->batch_size, a->block_size, r.tokens_per_sec, r.gflops,
             100 * r.gflops / peak, peak, r.step.median, r.step.min, r.step.max);
     } else if (a->what == "generate") {
-      GPTConfig c = GPTConfig::preset(a->preset);
-      auto r = perf::bench_generate(c, a->prompt_tokens, a->new_tokens, a->steps, a->dtype);
+      perf::GenerateBench r;
+      if (a->model.empty()) {
+        r = perf::bench_generate(GPTConfig::preset(a->preset), a->prompt_tokens, a->new_tokens,
+                                 a->steps, a->dtype);
+      } else {
+        GPT m = GPT::from_dir(a->model);
+        if (m.has_fp32_weights())
+          m.set_inference_weights(GPT::weights_from_name(a->dtype));
+        else
+          QKV_CHECK(a->dtype == "int8", "{}: the model holds int8 weights; use --dtype int8",
+                    a->model);
+        r = perf::bench_generate(m, a->prompt_tokens, a->new_tokens, a->steps);
+        a->preset = a->model;
+      }
       j.update({{"preset", a->preset},
                 {"prompt_tokens", a->prompt_tokens},
                 {"new_tokens", a->new_tokens},

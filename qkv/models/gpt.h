@@ -114,7 +114,7 @@ class GPT {
   nn::Precision prec_ = nn::Precision::F32;
   std::vector<Param> params_;
   size_t n_params_ = 0;
-  std::vector<float> params_buf_, grads_buf_;
+  AlignedVector<float> params_buf_, grads_buf_;
 
   // Per-layer parameter offsets.
   struct LayerOffsets {
@@ -127,18 +127,18 @@ class GPT {
 
   // Training activations for (B_, T_).
   int B_ = 0, T_ = 0;
-  std::vector<float> acts_;
+  AlignedVector<float> acts_;
   std::vector<int32_t> ids_, targets_;
   bool have_targets_ = false;
   float inv_count_ = 0;
   size_t act_encoded_ = 0, act_layer_ = 0, act_layer_stride_ = 0, act_lnf_ = 0, act_lnf_mean_ = 0,
          act_lnf_rstd_ = 0, act_logits_ = 0, act_losses_ = 0, act_lse_ = 0, act_dlosses_ = 0;
-  std::vector<float> grad_acts_;
+  AlignedVector<float> grad_acts_;
 
   // KV cache and inference scratch (batch 1).
   int cache_len_ = 0;
-  std::vector<float> kv_;     // (L, 2, block_size, C)
-  std::vector<float> infer_;  // scratch for up to block_size tokens
+  AlignedVector<float> kv_;     // (L, 2, block_size, C)
+  AlignedVector<float> infer_;  // scratch for up to block_size tokens
   Weights weights_ = Weights::F32;
   bool fp32_weights_ = true;
   std::vector<cpu::PackedMatrix> packed_;  // matrix_slots() order; the LM head last

@@ -91,6 +91,14 @@ GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_to
   GPT model(cfg);
   model.init_weights(1);
   model.set_inference_weights(GPT::weights_from_name(dtype));
+  return bench_generate(model, prompt_tokens, new_tokens, reps);
+}
+
+GenerateBench bench_generate(GPT& model, int prompt_tokens, int new_tokens, int reps) {
+  const GPTConfig& cfg = model.config();
+  QKV_CHECK(prompt_tokens >= 1 && prompt_tokens + new_tokens <= cfg.block_size,
+            "[bench] prompt {} + new tokens {} must fit the context {}", prompt_tokens, new_tokens,
+            cfg.block_size);
   Rng rng(9, 0);
   std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
   for (auto& v : prompt) v = int32_t(rng.below(uint64_t(cfg.vocab_size)));

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qkv/models/gpt.h"
 #include "qkv/models/gpt_config.h"
 
 namespace qkv::perf {
@@ -33,6 +34,8 @@ struct GenerateBench {
 // dtype: the inference weights, "fp32", "bf16" or "int8" (GPT::set_inference_weights).
 GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps,
                              const std::string& dtype = "fp32");
+// The same on a given model (its weights as set_inference_weights left them).
+GenerateBench bench_generate(GPT& model, int prompt_tokens, int new_tokens, int reps);
 
 struct KernelBench {
   double gflops = 0;

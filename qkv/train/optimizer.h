@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "qkv/core/aligned.h"
+
 #include "qkv/models/gpt.h"
 
 namespace qkv {
@@ -23,13 +25,13 @@ class AdamW {
   void step(float lr);
   int64_t steps() const { return t_; }
   void set_steps(int64_t t) { t_ = t; }
-  std::vector<float>& m() { return m_; }
-  std::vector<float>& v() { return v_; }
+  AlignedVector<float>& m() { return m_; }
+  AlignedVector<float>& v() { return v_; }
 
  private:
   GPT& model_;
   AdamWConfig cfg_;
-  std::vector<float> m_, v_;
+  AlignedVector<float> m_, v_;
   int64_t t_ = 0;
 };
 
