@@ -19,7 +19,7 @@ void add_bench(CLI::App& app) {
     int batch_size = 4, block_size = 256, prompt_tokens = 128, new_tokens = 32, steps = 5,
         threads = 0;
     int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
-    bool json = false, backward = true;
+    bool json = false, backward = true, trans_a = false, trans_b = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("what", a->what, "train, generate, gemm or attention")
@@ -44,6 +44,8 @@ void add_bench(CLI::App& app) {
   cmd->add_option("-m", a->m, "GEMM M")->capture_default_str();
   cmd->add_option("-n", a->n, "GEMM N")->capture_default_str();
   cmd->add_option("-k", a->k, "GEMM K")->capture_default_str();
+  cmd->add_flag("--trans-a", a->trans_a, "GEMM: A stored transposed (K x M), as in dW = X^T dY");
+  cmd->add_flag("--trans-b", a->trans_b, "GEMM: B stored transposed (N x K), as in dX = dY W^T");
   cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
   cmd->add_option("--head-dim", a->head_dim, "Attention head size")->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
@@ -69,7 +71,11 @@ void add_bench(CLI::App& app) {
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
                 "--batch-size and --block-size must be >= 1");
       auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps, a->dtype);
-      double peak = perf::measure_peak_gflops();
+      // The peak of the units the matmuls run on: AMX tiles for bf16 (when present), else FMA.
+      const bool amx = a->dtype == "bf16" && cpu::amx_available();
+      const double peak = amx ? perf::measure_amx_peak_gflops() : perf::measure_peak_gflops();
+      const char* peak_name = amx ? "AMX bf16" : "fp32 FMA";
+      j["peak"] = peak_name;
       j.update({{"preset", a->preset},
                 {"batch_size", a->batch_size},
                 {"block_size", a->block_size},
@@ -80,10 +86,11 @@ void add_bench(CLI::App& app) {
                 {"step", stats(r.step)}});
       if (!a->json)
         std::printf(
-            "train %s B=%d T=%d: %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s fp32 "
+            "train %s %s B=%d T=%d: %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s %s "
             "peak); step %.3f s [%.3f, %.3f]\n",
-            a->preset.c_str(), a->batch_size, a->block_size, r.tokens_per_sec, r.gflops,
-            100 * r.gflops / peak, peak, r.step.median, r.step.min, r.step.max);
+            a->preset.c_str(), a->dtype.c_str(), a->batch_size, a->block_size, r.tokens_per_sec,
+            r.gflops, 100 * r.gflops / peak, peak, peak_name, r.step.median, r.step.min,
+            r.step.max);
     } else if (a->what == "generate") {
       perf::GenerateBench r;
       if (a->model.empty()) {
@@ -112,16 +119,28 @@ void add_bench(CLI::App& app) {
                     r.decode_tokens_per_sec);
     } else if (a->what == "gemm") {
       QKV_CHECK(a->m >= 1 && a->n >= 1 && a->k >= 1, "-m, -n, -k must be >= 1");
-      auto r = perf::bench_gemm(a->m, a->n, a->k, false, false, a->steps, a->dtype);
-      j.update(
-          {{"m", a->m}, {"n", a->n}, {"k", a->k}, {"gflops", r.gflops}, {"time", stats(r.time)}});
+      auto r = perf::bench_gemm(a->m, a->n, a->k, a->trans_a, a->trans_b, a->steps, a->dtype);
+      j.update({{"m", a->m},
+                {"n", a->n},
+                {"k", a->k},
+                {"trans_a", a->trans_a},
+                {"trans_b", a->trans_b},
+                {"gflops", r.gflops},
+                {"time", stats(r.time)}});
       j["amx"] = cpu::amx_available();
+      const bool amx = a->dtype != "fp32" && cpu::amx_available();
+      const double peak = amx ? perf::measure_amx_peak_gflops() : perf::measure_peak_gflops();
+      j.update({{"peak", amx ? "AMX bf16" : "fp32 FMA"},
+                {"peak_gflops", peak},
+                {"share_of_peak", r.gflops / peak}});
       if (!a->json)
-        std::printf("gemm %s %dx%dx%d: %.1f GFLOP/s (%.3f ms)%s\n", a->dtype.c_str(), a->m, a->n,
-                    a->k, r.gflops, 1e3 * r.time.median,
-                    a->dtype == "fp32"     ? ""
-                    : cpu::amx_available() ? " [AMX]"
-                                           : " [no AMX: fp32 kernel]");
+        std::printf(
+            "gemm %s %dx%dx%d: %.1f GFLOP/s (%.3f ms), %.0f%% of the %.0f GFLOP/s %s peak\n",
+            a->dtype.c_str(), a->m, a->n, a->k, r.gflops, 1e3 * r.time.median,
+            100 * r.gflops / peak, peak,
+            a->dtype == "fp32"     ? "fp32 FMA"
+            : cpu::amx_available() ? "AMX bf16"
+                                   : "fp32 FMA (no AMX)");
     } else {
       auto r = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, true,
                                      a->steps);

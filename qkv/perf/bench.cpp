@@ -49,6 +49,19 @@ double measure_peak_gflops() {
   return best;
 }
 
+double measure_amx_peak_gflops() {
+  if (!cpu::amx_available()) return 0;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    double flops = 0;
+#pragma omp parallel reduction(+ : flops)
+    flops += cpu::amx_probe(200'000);
+    best = std::max(best, flops / since(t0) / 1e9);
+  }
+  return best;
+}
+
 double train_flops_per_token(const GPTConfig& c, int T) {
   const double C = c.n_embd, L = c.n_layer;
   const double matmul_params = L * 12 * C * C + double(c.vocab_size) * C;

@@ -19,6 +19,8 @@ Stats summarize(std::vector<double> seconds);
 // Peak fp32 FMA throughput of this machine with the current thread count (GFLOP/s), measured
 // by a register-only loop.
 double measure_peak_gflops();
+// The AMX bf16 tile peak over all threads, GFLOP/s (0 without AMX).
+double measure_amx_peak_gflops();
 
 struct TrainBench {
   double tokens_per_sec = 0, gflops = 0, peak_gflops = 0;

@@ -14,6 +14,7 @@ namespace qkv::cpu {
 
 namespace amx {
 bool request_permission();
+double peak_probe(int64_t iters);
 void gemm_bf16(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
                float, float*, int64_t);
 }  // namespace amx
@@ -102,6 +103,7 @@ void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, in
   k().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 bool amx_available() { return amx_enabled(); }
+double amx_probe(int64_t iters) { return amx_enabled() ? amx::peak_probe(iters) : 0.0; }
 void set_amx(bool on) { amx_enabled() = on && cpu_has_amx_bf16() && amx::request_permission(); }
 
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
