@@ -140,12 +140,23 @@ void store_block(const float* tmp, float* C, int64_t ldc, int rows, int cols, fl
 
 // Four 16x16 accumulators for a 32x32 block of C over all k chunks; a0/a1 are the two A
 // panels, b0/b1 the two B panels (each kchunks tiles of 1 KiB). Result into tmp (32x32).
+// The accumulators start from out (load_c: C += A B, as for gradients) or zero, and are stored
+// to out (row stride ld floats): C itself for full blocks with alpha 1 and beta 0 or 1, so no
+// epilogue touches them; a 32x32 scratch block otherwise.
 void block_product(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, const uint16_t* b1,
-                   int kchunks, float* tmp) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+                   int kchunks, float* out, int64_t ld, bool load_c) {
+  const int64_t st = ld * int64_t(sizeof(float));
+  if (load_c) {
+    _tile_loadd(0, out, st);
+    _tile_loadd(1, out + 16, st);
+    _tile_loadd(2, out + 16 * ld, st);
+    _tile_loadd(3, out + 16 * ld + 16, st);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int kc = 0; kc < kchunks; ++kc) {
     const size_t o = size_t(kc) * kTile * kPairK;
     // Loads interleaved with the products that need them, so the next chunk's loads can
@@ -159,10 +170,10 @@ void block_product(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, c
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, tmp, 32 * 4);
-  _tile_stored(1, tmp + 16, 32 * 4);
-  _tile_stored(2, tmp + 16 * 32, 32 * 4);
-  _tile_stored(3, tmp + 16 * 32 + 16, 32 * 4);
+  _tile_stored(0, out, st);
+  _tile_stored(1, out + 16, st);
+  _tile_stored(2, out + 16 * ld, st);
+  _tile_stored(3, out + 16 * ld + 16, st);
 }
 
 // One chunk of a packed inference matrix ([32 k][16 columns], bf16 or int8 + scales) as a VNNI
@@ -278,6 +289,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
   // split across threads (columns when there are too few row blocks).
   const size_t panel_bytes = size_t(kchunks) * kTile * kPairK * 2 * 2;  // one 32-column block
   const int jn = std::max(1, int((size_t(768) << 10) / panel_bytes));
+  const bool direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 #pragma omp parallel
   {
     load_config();
@@ -293,11 +305,16 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
         for (int nb = jb; nb < std::min(n1, jb + jn); ++nb) {
           const uint16_t* a0 = PA + size_t(2 * mb) * kchunks * kTile * kPairK;
           const uint16_t* b0 = PB + size_t(2 * nb) * kchunks * kTile * kPairK;
-          block_product(a0, a0 + size_t(kchunks) * kTile * kPairK, b0,
-                        b0 + size_t(kchunks) * kTile * kPairK, kchunks, tmp);
+          const uint16_t* a1 = a0 + size_t(kchunks) * kTile * kPairK;
+          const uint16_t* b1 = b0 + size_t(kchunks) * kTile * kPairK;
           const int i0 = mb * 32, j0 = nb * 32;
-          store_block(tmp, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
-                      std::min(32, N - j0), alpha, beta);
+          float* c = C + int64_t(i0) * ldc + j0;
+          if (direct && i0 + 32 <= M && j0 + 32 <= N) {
+            block_product(a0, a1, b0, b1, kchunks, c, ldc, beta == 1.0f);
+          } else {
+            block_product(a0, a1, b0, b1, kchunks, tmp, 32, false);
+            store_block(tmp, c, ldc, std::min(32, M - i0), std::min(32, N - j0), alpha, beta);
+          }
         }
       }
     }
@@ -336,7 +353,7 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
       }
       for (int mb = 0; mb < mblocks; ++mb) {
         const uint16_t* a0 = PA + size_t(2 * mb) * panel;
-        block_product(a0, a0 + panel, bt.data(), bt.data() + panel, kchunks, tmp);
+        block_product(a0, a0 + panel, bt.data(), bt.data() + panel, kchunks, tmp, 32, false);
         const int i0 = mb * 32, j0 = nb * 32;
         store_block(tmp, C + int64_t(i0) * ldc + j0, ldc, std::min(32, M - i0),
                     std::min(32, N - j0), 1.0f, 0.0f);
