@@ -42,7 +42,12 @@ void add_train(CLI::App& app) {
   cmd->add_option("--model", a->o.init_from,
                   "Start from this model directory (its config, weights and tokenizer; e.g. a "
                   "Hugging Face GPT-2 directory)");
-  cmd->add_option("--batch-size", a->o.batch_size, "Sequences per step")->capture_default_str();
+  cmd->add_option("--batch-size", a->o.batch_size, "Sequences per micro-batch")
+      ->capture_default_str();
+  cmd->add_option("--grad-accum", a->o.grad_accum,
+                  "Micro-batches per optimizer step (the step sees --grad-accum x --batch-size "
+                  "sequences; memory of one micro-batch)")
+      ->capture_default_str();
   cmd->add_option("--max-iters", a->o.max_iters, "Training steps")->capture_default_str();
   cmd->add_option("--learning-rate", a->o.learning_rate, "Peak learning rate")
       ->capture_default_str();

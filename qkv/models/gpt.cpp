@@ -212,7 +212,7 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   return count > 0 ? float(sum / double(count)) : 0.0f;
 }
 
-void GPT::backward() {
+void GPT::backward(float loss_scale) {
   QKV_CHECK(have_targets_, "[gpt] backward() needs a forward pass with targets");
   const GPTConfig& c = config_;
   const int B = B_, T = T_, C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
@@ -231,7 +231,8 @@ void GPT::backward() {
   auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
 
   float* dl = A + act_dlosses_;
-  for (int64_t i = 0; i < N; ++i) dl[i] = targets_[i] >= 0 ? inv_count_ : 0.0f;
+  const float dmean = inv_count_ * loss_scale;
+  for (int64_t i = 0; i < N; ++i) dl[i] = targets_[i] >= 0 ? dmean : 0.0f;
   float* dlogits = A + act_logits_;  // in place: logits become their gradient
   cpu::crossentropy_backward(dlogits, dlogits, A + act_lse_, targets_.data(), dl, N, V);
   // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.

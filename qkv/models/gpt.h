@@ -47,8 +47,10 @@ class GPT {
   float forward(const int32_t* ids, const int32_t* targets, int B, int T);
   // Logits (B,T,V) of the last forward. Valid until backward() (which overwrites them).
   const float* logits() const { return acts_.data() + act_logits_; }
-  // Accumulates d(mean loss)/d(params) into the gradient buffer. Needs forward with targets.
-  void backward();
+  // Accumulates loss_scale * d(mean loss)/d(params) into the gradient buffer (loss_scale 1/N
+  // over N micro-batches makes their sum the gradient of the whole batch's mean). Needs forward
+  // with targets.
+  void backward(float loss_scale = 1.0f);
   void zero_grad();
 
   // Precision of the training matmuls (forward() and backward()): F32, or BF16 = mixed

@@ -34,6 +34,8 @@ void check_options(const TrainOptions& o) {
   QKV_CHECK(o.dtype == "fp32" || o.dtype == "bf16", "--dtype must be fp32 or bf16, got '{}'",
             o.dtype);
   QKV_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
+  QKV_CHECK(o.grad_accum >= 1 && o.grad_accum <= 4096, "--grad-accum must be in [1, 4096], got {}",
+            o.grad_accum);
   QKV_CHECK(o.max_iters >= 0, "--max-iters must be >= 0, got {}", o.max_iters);
   QKV_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "--learning-rate must be > 0");
   QKV_CHECK(o.min_lr >= 0 && o.min_lr <= o.learning_rate, "--min-lr must be in [0, learning rate]");
@@ -183,7 +185,8 @@ TrainResult train(const TrainOptions& opt_in) {
         opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
         num_threads(), opt.dtype.c_str());
 
-  std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
+  const int G = opt.grad_accum;
+  std::vector<int32_t> x(size_t(G) * B * T), y(size_t(G) * B * T);
   auto evaluate = [&](int64_t step) {
     double sum = 0;
     for (int k = 0; k < opt.eval_iters; ++k) {
@@ -241,12 +244,19 @@ TrainResult train(const TrainOptions& opt_in) {
     }
     const auto t0 = std::chrono::steady_clock::now();
     const float lr = lr_schedule(it, opt.learning_rate, opt.min_lr, opt.warmup_iters, decay_iters);
-    sample_batch(split.train, B, T, opt.seed, uint64_t(it), x.data(), y.data(), "training");
+    // One draw of G * B sequences (what a batch of G * B would see), run B at a time; each
+    // micro-batch's gradient is scaled by 1/G, so their sum is the whole batch's mean gradient.
+    sample_batch(split.train, G * B, T, opt.seed, uint64_t(it), x.data(), y.data(), "training");
     model.zero_grad();
-    const float loss = model.forward(x.data(), y.data(), B, T);
-    QKV_CHECK(std::isfinite(loss),
-              "training diverged at step {}: loss is {} (lower --learning-rate?)", it, loss);
-    model.backward();
+    float loss = 0.0f;
+    for (int g = 0; g < G; ++g) {
+      const size_t off = size_t(g) * B * T;
+      const float l = model.forward(x.data() + off, y.data() + off, B, T);
+      QKV_CHECK(std::isfinite(l),
+                "training diverged at step {}: loss is {} (lower --learning-rate?)", it, l);
+      model.backward(1.0f / float(G));
+      loss += l / float(G);
+    }
     clip_grad_norm(model.grad_data(), model.num_params(), opt.grad_clip);
     adam.step(lr);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -257,7 +267,7 @@ TrainResult train(const TrainOptions& opt_in) {
       step_seconds_sum += dt;
     }
     const double avg = steps_timed > 0 ? step_seconds_sum / double(steps_timed) : dt;
-    const double tps = double(B) * T / dt;
+    const double tps = double(G) * B * T / dt;
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     std::fprintf(log,

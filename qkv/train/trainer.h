@@ -20,6 +20,9 @@ struct TrainOptions {
   std::string dtype =
       "fp32";  // matmul precision: fp32, or bf16 (mixed precision, fp32 master weights)
   int batch_size = 12;
+  // Micro-batches of batch_size per optimizer step: the step sees grad_accum * batch_size
+  // sequences (the same ones a batch that large would draw), at the memory of one micro-batch.
+  int grad_accum = 1;
   int64_t max_iters = 2000;
   float learning_rate = 1e-3f;
   float min_lr = 1e-4f;
