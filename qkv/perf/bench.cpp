@@ -85,8 +85,7 @@ TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std:
     model.zero_grad();
     model.forward(x.data(), y.data(), B, T);
     model.backward();
-    clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
-    opt.step(1e-4f);
+    opt.step(1e-4f, grad_clip_factor(model.grad_data(), model.num_params(), 1.0f));
     if (s >= 0) times.push_back(since(t0));
   }
   TrainBench r;

@@ -1,5 +1,6 @@
 #include "qkv/train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "qkv/backend/cpu/cpu.h"
@@ -9,7 +10,7 @@ namespace qkv {
 AdamW::AdamW(GPT& model, const AdamWConfig& cfg)
     : model_(model), cfg_(cfg), m_(model.num_params(), 0.0f), v_(model.num_params(), 0.0f) {}
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, float grad_scale) {
   ++t_;
   const float bc1 = 1.0f - std::pow(cfg_.beta1, float(t_));
   const float bc2 = 1.0f - std::pow(cfg_.beta2, float(t_));
@@ -19,8 +20,15 @@ void AdamW::step(float lr) {
     const size_t o = prm.offset;
     cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
                       cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f, bc1,
-                      bc2);
+                      bc2, grad_scale);
   }
+}
+
+float grad_clip_factor(const float* grads, size_t n, float max_norm, float* norm_out) {
+  const float norm = float(std::sqrt(cpu::sum_squares(grads, int64_t(n))));
+  if (norm_out) *norm_out = norm;
+  if (max_norm <= 0) return 1.0f;
+  return std::min(1.0f, max_norm / (norm + 1e-6f));
 }
 
 float clip_grad_norm(float* grads, size_t n, float max_norm) {

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "qkv/core/aligned.h"
-
 #include "qkv/models/gpt.h"
 
 namespace qkv {
@@ -21,8 +20,10 @@ struct AdamWConfig {
 class AdamW {
  public:
   AdamW(GPT& model, const AdamWConfig& cfg);
-  // One update with learning rate `lr` from the model's gradient buffer; increments step().
-  void step(float lr);
+  // One update with learning rate `lr` from the model's gradient buffer times grad_scale (the
+  // clipping factor, applied inside the update: no separate pass over the gradients);
+  // increments step().
+  void step(float lr, float grad_scale = 1.0f);
   int64_t steps() const { return t_; }
   void set_steps(int64_t t) { t_ = t; }
   AlignedVector<float>& m() { return m_; }
@@ -38,6 +39,9 @@ class AdamW {
 // Global L2 norm of all gradients; if it exceeds max_norm (> 0), scales them to max_norm, as
 // torch.nn.utils.clip_grad_norm_ (factor max_norm / (norm + 1e-6)). Returns the norm before.
 float clip_grad_norm(float* grads, size_t n, float max_norm);
+// The same factor without touching the gradients: min(1, max_norm / (norm + 1e-6)) (1 when
+// max_norm is 0), for AdamW::step(lr, factor). *norm receives the norm if non-null.
+float grad_clip_factor(const float* grads, size_t n, float max_norm, float* norm = nullptr);
 
 // nanoGPT's get_lr: linear warmup lr*(it+1)/(warmup+1), then cosine decay to min_lr at
 // decay_iters, min_lr after.

@@ -257,8 +257,7 @@ TrainResult train(const TrainOptions& opt_in) {
       model.backward(1.0f / float(G));
       loss += l / float(G);
     }
-    clip_grad_norm(model.grad_data(), model.num_params(), opt.grad_clip);
-    adam.step(lr);
+    adam.step(lr, grad_clip_factor(model.grad_data(), model.num_params(), opt.grad_clip));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.last_loss = loss;
     res.steps_done = it + 1;

@@ -260,6 +260,15 @@ TEST_P(CpuVsRef, AdamWAndNorm) {
     EXPECT_TRUE(all_close(p2, p1, 1e-6, 1e-7, "adamw p"));
     EXPECT_TRUE(all_close(m2, m1, 1e-6, 1e-7, "adamw m"));
     EXPECT_TRUE(all_close(v2, v1, 1e-6, 1e-7, "adamw v"));
+    // Clipping fused in (gscale) equals the reference run on gradients scaled beforehand.
+    auto gs = g;
+    for (auto& x : gs) x *= 0.37f;
+    ref::adamw_update(p1.data(), gs.data(), m1.data(), v1.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                      0.1f, 0.19f, 0.0975f);
+    cpu::adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                      0.19f, 0.0975f, 0.37f);
+    EXPECT_TRUE(all_close(p2, p1, 1e-6, 1e-7, "adamw p, fused clip"));
+    EXPECT_TRUE(all_close(m2, m1, 1e-6, 1e-7, "adamw m, fused clip"));
     double s = 0;
     for (float x : g) s += double(x) * x;
     EXPECT_NEAR(cpu::sum_squares(g.data(), n), s, 1e-9 * s);

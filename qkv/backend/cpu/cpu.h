@@ -99,8 +99,9 @@ void crossentropy_forward(float* losses, float* lse, const float* logits, const 
                           int64_t N, int V);
 void crossentropy_backward(float* dlogits, const float* logits, const float* lse,
                            const int32_t* targets, const float* dlosses, int64_t N, int V);
+// gscale multiplies every gradient first (gradient clipping fused into the update).
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float wd, float bc1, float bc2);
+                  float beta2, float eps, float wd, float bc1, float bc2, float gscale = 1.0f);
 // Sum of squares in double (for the global gradient norm).
 double sum_squares(const float* x, int64_t n);
 // x *= s.

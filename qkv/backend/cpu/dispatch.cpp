@@ -161,8 +161,8 @@ void crossentropy_backward(float* dlogits, const float* logits, const float* lse
   k().crossentropy_backward(dlogits, logits, lse, targets, dlosses, N, V);
 }
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float wd, float bc1, float bc2) {
-  k().adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2);
+                  float beta2, float eps, float wd, float bc1, float bc2, float gscale) {
+  k().adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale);
 }
 double sum_squares(const float* x, int64_t n) { return k().sum_squares(x, n); }
 void scale(float* x, int64_t n, float s) { k().scale(x, n, s); }

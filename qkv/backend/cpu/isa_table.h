@@ -43,7 +43,7 @@ struct IsaTable {
   void (*crossentropy_backward)(float*, const float*, const float*, const int32_t*, const float*,
                                 int64_t, int);
   void (*adamw_update)(float*, const float*, float*, float*, int64_t, float, float, float, float,
-                       float, float, float);
+                       float, float, float, float);
   double (*sum_squares)(const float*, int64_t);
   void (*scale)(float*, int64_t, float);
   double (*fma_probe)(int64_t);

@@ -37,11 +37,12 @@ void crossentropy_backward(T* dlogits, const T* logits, const T* lse, const int3
 
 template <typename T>
 void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, float lr, float beta1, float beta2,
-                  float eps, float wd, float bc1, float bc2) {
+                  float eps, float wd, float bc1, float bc2, float gscale) {
   for (int64_t i = 0; i < n; ++i) {
+    const double gi = double(g[i]) * gscale;
     double pi = double(p[i]) * (1.0 - double(lr) * wd);
-    double mi = beta1 * double(m[i]) + (1.0 - beta1) * g[i];
-    double vi = beta2 * double(v[i]) + (1.0 - beta2) * double(g[i]) * g[i];
+    double mi = beta1 * double(m[i]) + (1.0 - beta1) * gi;
+    double vi = beta2 * double(v[i]) + (1.0 - beta2) * gi * gi;
     pi -= (double(lr) / bc1) * mi / (std::sqrt(vi) / std::sqrt(double(bc2)) + eps);
     p[i] = T(pi);
     m[i] = T(mi);
@@ -54,7 +55,7 @@ void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, float lr, float beta1
   template void crossentropy_backward<T>(T*, const T*, const T*, const int32_t*, const T*,        \
                                          int64_t, int);                                           \
   template void adamw_update<T>(T*, const T*, T*, T*, int64_t, float, float, float, float, float, \
-                                float, float);
+                                float, float, float);
 QKV_INSTANTIATE(float)
 QKV_INSTANTIATE(double)
 #undef QKV_INSTANTIATE

@@ -64,8 +64,9 @@ void crossentropy_backward(T* dlogits, const T* logits, const T* lse, const int3
 // One AdamW step (PyTorch's formula, decoupled weight decay):
 //   p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //   p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), with bc = 1 - beta^step.
+// gscale multiplies every gradient first (gradient clipping fused into the update).
 template <typename T>
 void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, float lr, float beta1, float beta2,
-                  float eps, float wd, float bc1, float bc2);
+                  float eps, float wd, float bc1, float bc2, float gscale = 1.0f);
 
 }  // namespace qkv::ref
