@@ -9,9 +9,27 @@
 #include <string>
 #include <vector>
 
+#include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/rng.h"
 
 namespace qkv::test {
+
+// A test run once per CPU kernel build ("avx512", "avx2", "generic"), skipped where the CPU
+// lacks it; the best build is restored afterwards.
+class IsaTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!cpu::isa_supported(GetParam())) GTEST_SKIP() << GetParam() << " not on this CPU";
+    cpu::set_isa(GetParam());
+  }
+  void TearDown() override {
+    for (const char* isa : {"avx512", "avx2", "generic"})
+      if (cpu::isa_supported(isa)) {
+        cpu::set_isa(isa);
+        break;
+      }
+  }
+};
 
 template <typename T = float>
 std::vector<T> randn(size_t n, uint64_t seed, double stddev = 1.0) {

@@ -37,29 +37,23 @@ Stats summarize(std::vector<double> s) {
   return st;
 }
 
-double measure_peak_gflops() {
+// Best of 3 runs of probe(iters) on every thread at once, in GFLOP/s.
+double best_probe_gflops(double (*probe)(int64_t), int64_t iters) {
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     auto t0 = Clock::now();
     double flops = 0;
 #pragma omp parallel reduction(+ : flops)
-    flops += cpu::fma_probe(20'000'000);
+    flops += probe(iters);
     best = std::max(best, flops / since(t0) / 1e9);
   }
   return best;
 }
 
+double measure_peak_gflops() { return best_probe_gflops(&cpu::fma_probe, 20'000'000); }
+
 double measure_amx_peak_gflops() {
-  if (!cpu::amx_available()) return 0;
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t0 = Clock::now();
-    double flops = 0;
-#pragma omp parallel reduction(+ : flops)
-    flops += cpu::amx_probe(200'000);
-    best = std::max(best, flops / since(t0) / 1e9);
-  }
-  return best;
+  return cpu::amx_available() ? best_probe_gflops(&cpu::amx_probe, 200'000) : 0.0;
 }
 
 double train_flops_per_token(const GPTConfig& c, int T) {

@@ -17,20 +17,7 @@ namespace {
 using test::all_close;
 using test::randn;
 
-class CpuVsRef : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    if (!cpu::isa_supported(GetParam())) GTEST_SKIP() << GetParam() << " not on this CPU";
-    cpu::set_isa(GetParam());
-  }
-  void TearDown() override {
-    for (const char* isa : {"avx512", "avx2", "generic"})
-      if (cpu::isa_supported(isa)) {
-        cpu::set_isa(isa);
-        break;
-      }
-  }
-};
+class CpuVsRef : public test::IsaTest {};
 
 TEST_P(CpuVsRef, Gemm) {
   const std::vector<std::tuple<int, int, int>> shapes = {

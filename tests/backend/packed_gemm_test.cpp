@@ -82,20 +82,7 @@ double max_abs_in_chunk(const std::vector<float>& A, int K, size_t i) {
   return amax;
 }
 
-class PackedGemm : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    if (!cpu::isa_supported(GetParam())) GTEST_SKIP() << GetParam() << " not on this CPU";
-    cpu::set_isa(GetParam());
-  }
-  void TearDown() override {
-    for (const char* isa : {"avx512", "avx2", "generic"})
-      if (cpu::isa_supported(isa)) {
-        cpu::set_isa(isa);
-        break;
-      }
-  }
-};
+class PackedGemm : public test::IsaTest {};
 
 void check_packed(WeightFormat f, const std::string& what) {
   const std::vector<std::tuple<int, int, int>> shapes = {

@@ -176,44 +176,17 @@ void block_product(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, c
   _tile_stored(3, out + 16 * ld + 16, st);
 }
 
-// One chunk of a packed inference matrix ([32 k][16 columns], bf16 or int8 + scales) as a VNNI
-// B tile: row r holds (k = 2r, k = 2r + 1) pairs for the 16 columns.
+// One chunk of a packed bf16 inference matrix ([32 k][16 columns]) as a VNNI B tile: row r
+// holds (k = 2r, k = 2r + 1) pairs for the 16 columns. (int8 matrices never come here: their
+// stored chunks are AMX-INT8 B tiles already, see gemm_packed_q8.)
 void packed_to_vnni(const PackedMatrix& B, int p, int c, uint16_t* dst) {
-  const size_t t = B.tile(p, c);
-  if (B.format == WeightFormat::BF16) {
-    const uint16_t* src = B.bf16.data() + t;
-    for (int r = 0; r < kTile; ++r) {
-      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r)));
-      const __m512i hi =
-          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r + 16)));
-      _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-    }
-    return;
+  const uint16_t* src = B.bf16.data() + B.tile(p, c);
+  for (int r = 0; r < kTile; ++r) {
+    const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r)));
+    const __m512i hi =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(src + 32 * r + 16)));
+    _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
   }
-  // Q8: each 64-byte group holds 4 k for 16 columns ([16 columns][4 k], value + 128); one byte
-  // permutation turns it into 4 rows of 16 columns, which convert like the bf16 rows.
-  const uint8_t* q = B.q8.data() + t;
-  const __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(
-      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(B.scale.data() + t / 32))), 16));
-  alignas(64) static const uint8_t kToRows[64] = {
-      0,  4,  8,  12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 1,  5,  9,  13, 17, 21,
-      25, 29, 33, 37, 41, 45, 49, 53, 57, 61, 2,  6,  10, 14, 18, 22, 26, 30, 34, 38, 42, 46,
-      50, 54, 58, 62, 3,  7,  11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63};
-  const __m512i perm = _mm512_load_si512(kToRows);
-  const __m512i offset = _mm512_set1_epi32(128);
-  alignas(64) uint8_t rows[32 * 16];
-  for (int g = 0; g < 8; ++g)
-    _mm512_store_si512(rows + 64 * g,
-                       _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(q + 64 * g)));
-  auto row = [&](int k) {
-    const __m512i v = _mm512_sub_epi32(
-        _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i*)(rows + 16 * k))), offset);
-    return _mm512_cvtepu16_epi32(
-        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s)));
-  };
-  for (int r = 0; r < kTile; ++r)
-    _mm512_storeu_si512(dst + r * kPairK,
-                        _mm512_or_si512(row(2 * r), _mm512_slli_epi32(row(2 * r + 1), 16)));
 }
 
 }  // namespace
@@ -322,8 +295,8 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
   }
 }
 
-// C (M x N) = A @ op(B) for a packed inference matrix: A is packed once; each thread turns a
-// block of 32 columns into VNNI tiles (dequantising int8) and reuses it for every row block.
+// C (M x N) = A @ op(B) for a packed bf16 inference matrix: A is packed once; each thread turns
+// a block of 32 columns into VNNI tiles and reuses it for every row block.
 void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc) {
   const int K = B.K, N = B.N, kchunks = B.kchunks;
   const int Mp = (M + 31) / 32 * 32;
