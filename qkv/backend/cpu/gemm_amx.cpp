@@ -352,9 +352,13 @@ void gemm_packed_q8(int M, const float* A, int64_t lda, const PackedMatrix& B, f
   // tiles) are stored and scaled into fp32 sums by AVX-512 (AMX results reach vector registers
   // only through memory). The tile unit's loads and stores per chunk, not its products, bound
   // this: the per-chunk scales forbid summing more than 32 k inside a tile.
-  alignas(64) static uint8_t zero_chunk[512];  // a missing last panel: weight bytes 0 + 128
-  static const bool zero_ready = (std::memset(zero_chunk, 128, sizeof zero_chunk), true);
-  (void)zero_ready;
+  // A missing last panel multiplies weight bytes of 128: 0 after the offset.
+  struct ZeroChunk {
+    alignas(64) uint8_t bytes[512];
+    ZeroChunk() { std::memset(bytes, 128, sizeof bytes); }
+  };
+  static const ZeroChunk zero;
+  const uint8_t* zero_chunk = zero.bytes;
   const int nblocks = (B.panels + 1) / 2;
 #pragma omp parallel
   {
