@@ -11,8 +11,22 @@
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/rng.h"
+#include "qkv/models/gpt_config.h"
 
 namespace qkv::test {
+
+// A small GPT for tests (GPT-2 defaults otherwise).
+inline GPTConfig tiny_config(int n_layer, int n_head, int n_embd, int block_size, int vocab_size,
+                             bool bias = true) {
+  GPTConfig c;
+  c.n_layer = n_layer;
+  c.n_head = n_head;
+  c.n_embd = n_embd;
+  c.block_size = block_size;
+  c.vocab_size = vocab_size;
+  c.bias = bias;
+  return c;
+}
 
 // A test run once per CPU kernel build ("avx512", "avx2", "generic"), skipped where the CPU
 // lacks it; the best build is restored afterwards.

@@ -469,16 +469,20 @@ double GPT::nll_sum(const int32_t* ids, int n) {
   const float* P = params_buf_.data();
   float* ln = infer_.data() + size_t(Tmax) * C;
   constexpr int kRows = 32;  // logits of 32 positions at a time: never (T, V) at once
-  std::vector<float> logits(size_t(kRows) * V), lse(kRows), loss(kRows);
+  if (score_.size() < size_t(kRows) * (size_t(V) + 2))
+    score_.resize(size_t(kRows) * (size_t(V) + 2));
+  float* logits = score_.data();  // kept between calls: perplexity scores window after window
+  float* lse = logits + size_t(kRows) * V;
+  float* loss = lse + kRows;
   float mean[kRows], rstd[kRows];
   double sum = 0;
   for (int i0 = 0; i0 < n - 1; i0 += kRows) {
     const int rows = std::min(kRows, n - 1 - i0);
     cpu::layernorm_forward(ln, mean, rstd, x + size_t(i0) * C, P + lnf_w_,
                            lnf_b_ == kNone ? nullptr : P + lnf_b_, rows, C, config_.ln_eps);
-    lm_head(ln, rows, logits.data());
-    cpu::crossentropy_forward(loss.data(), lse.data(), logits.data(), ids + i0 + 1, rows, V);
-    for (int r = 0; r < rows; ++r) sum += loss[size_t(r)];
+    lm_head(ln, rows, logits);
+    cpu::crossentropy_forward(loss, lse, logits, ids + i0 + 1, rows, V);
+    for (int r = 0; r < rows; ++r) sum += loss[r];
   }
   reset_cache();
   return sum;

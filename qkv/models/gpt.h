@@ -139,8 +139,10 @@ class GPT {
 
   // KV cache and inference scratch (batch 1).
   int cache_len_ = 0;
-  AlignedVector<float> kv_;     // (L, 2, block_size, C)
-  AlignedVector<float> infer_;  // scratch for up to block_size tokens
+  AlignedVector<float> kv_;  // (L, 2, block_size, C)
+  AlignedVector<float> infer_;
+  AlignedVector<float> score_;  // nll_sum: logits, lse and losses of 32 positions  // scratch for
+                                // up to block_size tokens
   Weights weights_ = Weights::F32;
   bool fp32_weights_ = true;
   std::vector<cpu::PackedMatrix> packed_;  // matrix_slots() order; the LM head last

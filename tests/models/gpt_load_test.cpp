@@ -9,20 +9,12 @@
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 #include "tests/test_paths.h"
+#include "tests/test_util.h"
 
 namespace qkv {
 namespace {
 
-GPTConfig small(bool bias) {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 16;
-  c.block_size = 8;
-  c.vocab_size = 11;
-  c.bias = bias;
-  return c;
-}
+GPTConfig small(bool bias) { return test::tiny_config(2, 2, 16, 8, 11, bias); }
 
 TEST(GptLoad, BiasFreeCheckpointIsAnHfDirectoryWithZeroBiases) {
   GPT m(small(false));

@@ -27,15 +27,7 @@
 namespace qkv {
 namespace {
 
-GPTConfig small_config() {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 3;
-  c.n_embd = 96;
-  c.block_size = 40;
-  c.vocab_size = 101;
-  return c;
-}
+GPTConfig small_config() { return test::tiny_config(2, 3, 96, 40, 101); }
 
 std::vector<int32_t> random_ids(int n, int V, uint64_t seed) {
   Rng rng(seed, 3);

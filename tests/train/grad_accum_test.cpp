@@ -17,12 +17,7 @@ namespace qkv {
 namespace {
 
 TEST(GradAccum, MicroBatchesSumToTheBatchGradient) {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 32;
-  c.block_size = 16;
-  c.vocab_size = 50;
+  const GPTConfig c = test::tiny_config(2, 2, 32, 16, 50);
   const int B = 8, T = 16;
   Rng rng(3, 1);
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);

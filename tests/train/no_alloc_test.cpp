@@ -11,6 +11,7 @@
 #include "qkv/infer/generator.h"
 #include "qkv/models/gpt.h"
 #include "qkv/train/optimizer.h"
+#include "tests/test_util.h"
 
 namespace {
 std::atomic<bool> g_armed{false};
@@ -62,23 +63,23 @@ TEST(NoAlloc, TrainingStepAllocatesNothing) {
 }
 
 TEST(NoAlloc, DecodeStepAllocatesNothing) {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 32;
-  c.block_size = 64;
-  c.vocab_size = 50;
-  GPT model(c);
+  GPT model(test::tiny_config(2, 2, 32, 64, 50));
   model.init_weights(2);
-  std::vector<int32_t> prompt = {1, 2, 3, 4};
-  model.reset_cache();
-  model.extend(prompt.data(), 4);
-  int32_t next = 5;
-  g_allocs = 0;
-  g_armed = true;
-  for (int i = 0; i < 10; ++i) model.extend(&next, 1);
-  g_armed = false;
-  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 10 decode steps";
+  // With every weight format: the packed GEMVs and int8 activation buffers are reused too.
+  for (auto w : {GPT::Weights::F32, GPT::Weights::BF16, GPT::Weights::INT8}) {
+    model.set_inference_weights(w);
+    std::vector<int32_t> prompt = {1, 2, 3, 4};
+    model.reset_cache();
+    model.extend(prompt.data(), 4);
+    int32_t next = 5;
+    model.extend(&next, 1);  // the first decode step sizes the per-thread scratch
+    g_allocs = 0;
+    g_armed = true;
+    for (int i = 0; i < 10; ++i) model.extend(&next, 1);
+    g_armed = false;
+    EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 10 decode steps, "
+                                  << GPT::weights_name(w) << " weights";
+  }
 }
 
 }  // namespace

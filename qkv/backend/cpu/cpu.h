@@ -43,7 +43,8 @@ void set_amx(bool on);
 // ([8 k-quads][16 columns][4 k]): the layout of AVX512-VNNI's unsigned x signed byte dot products.
 // Small M (decode) reads the packed weights directly, a GEMV bound by memory bandwidth; for Q8
 // it quantises each row of A to int8 per chunk of 32 (scale max|a|/127, as q8_0) and sums exact
-// integer products. Larger M (prefill) converts the weights to bf16 tiles for AMX when present.
+// integer products. Larger M (prefill) runs AMX when present: AMX-INT8 on the same bytes for Q8
+// (the GEMV's arithmetic, so a row in a batch equals it alone, bit for bit), bf16 tiles for BF16.
 enum class WeightFormat { BF16, Q8 };
 const char* weight_format_name(WeightFormat f);
 
