@@ -71,6 +71,7 @@ template <typename A, typename B>
   double maxdiff = 0;
   size_t first = n;
   for (size_t i = 0; i < n; ++i) {
+    if (double(a[i]) == double(b[i])) continue;  // equal, infinities included
     double d = std::abs(double(a[i]) - double(b[i]));
     if (!(d <= atol + rtol * std::abs(double(b[i])))) {
       if (first == n) first = i;

@@ -10,11 +10,33 @@ namespace qkv {
 //   q (B, Tq, NH, HS), k/v (B, Tk, NH, HS) via strides -> out (B, Tq, NH, HS); lse (B, NH, Tq).
 // Query i sits at absolute position q_offset + i; with `causal`, it sees keys j <= q_offset + i.
 // Same as F.scaled_dot_product_attention(q, k, v, is_causal=...) with scale 1/sqrt(HS).
+//
+// `kind` picks the rule; every kind shares the causal and key-padding semantics:
+//   Dense        softmax over every visible key.
+//   Sliding      softmax over the keys within `window` of the query: causal, the last `window`
+//                positions (itself included, j > p - window); bidirectional, |p - j| <= window/2.
+//   BlockSparse  positions fall in blocks of `block`; a query sees the keys whose block is within
+//                `local_blocks` of its own, plus the first `global` positions, and those global
+//                positions see every key (Longformer/BigBird-style local + global).
+//   Linear       no softmax: out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j) with
+//                phi(x) = elu(x) + 1 (Katharopoulos et al. 2020). O(T HS^2); `lse` then holds
+//                the normaliser sum_j phi(q_i).phi(k_j) instead of a log-sum-exp.
+// Key blocks that no query of a block can see are skipped, not masked, so Sliding and
+// BlockSparse cost O(T window) and O(T block (2 local_blocks + 1) + T global).
+enum class AttnKind : uint8_t { Dense, Sliding, BlockSparse, Linear };
+
 template <typename T>
 struct AttnArgs {
   int B = 0, NH = 0, Tq = 0, Tk = 0, HS = 0;
   int q_offset = 0;
   bool causal = true;
+  AttnKind kind = AttnKind::Dense;
+  int window = 0;                           // Sliding
+  int block = 0, local_blocks = 0, global = 0;  // BlockSparse
+  // Linear forward only: running sums (B, NH, HS*HS + HS) = (S, z) of the keys before this call's
+  // first key; read first and updated in place, so generation carries O(1) state per head. The
+  // call's keys then sit at the queries' positions (q_offset 0).
+  T* state = nullptr;
   // Key padding: with key_len (B) set, batch item b sees only keys j < key_len[b]. A query that
   // sees no key at all outputs zeros (and its lse is +inf), never NaN.
   const int32_t* key_len = nullptr;

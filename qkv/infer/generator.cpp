@@ -9,10 +9,12 @@ namespace qkv {
 std::vector<int32_t> generate(GPT& model, const std::vector<int32_t>& prompt,
                               const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token) {
-  const int ctx = model.config().block_size, V = model.config().vocab_size;
+  // The window the model can attend over: block_size, or unbounded for sliding-window and
+  // linear attention with sinusoidal positions (rolling cache / fixed state).
+  const int ctx = model.config().max_positions(), V = model.config().vocab_size;
   QKV_CHECK(!prompt.empty(), "[generate] the prompt is empty");
-  QKV_CHECK(int(prompt.size()) <= ctx, "[generate] the prompt has {} tokens; the context holds {}",
-            prompt.size(), ctx);
+  QKV_CHECK(int64_t(prompt.size()) <= ctx,
+            "[generate] the prompt has {} tokens; the context holds {}", prompt.size(), ctx);
   QKV_CHECK(opt.max_new_tokens >= 0, "[generate] max_new_tokens {} must be >= 0",
             opt.max_new_tokens);
   Sampler sampler(opt.sampler);

@@ -45,6 +45,16 @@ LayerActs layer_acts(int B, int T, int C, int NH) {
   a.size = o;
   return a;
 }
+// The fixed encoding of "Attention Is All You Need": PE(p, 2i) = sin(p / 10000^(2i/C)),
+// PE(p, 2i+1) = cos(p / 10000^(2i/C)), in double and rounded once (training and decoding agree
+// bit for bit).
+void sinusoid_add(float* x, int64_t p, int C) {
+  for (int c = 0; c < C; ++c) {
+    const int i2 = c & ~1;
+    const double angle = double(p) * std::pow(10000.0, -double(i2) / double(C));
+    x[c] += float(c & 1 ? std::cos(angle) : std::sin(angle));
+  }
+}
 }  // namespace
 
 GPT::GPT(const GPTConfig& config) : config_(config) {
@@ -60,7 +70,8 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     return off;
   };
   wte_ = add("wte.weight", {config_.vocab_size, C}, true);
-  wpe_ = add("wpe.weight", {config_.block_size, C}, true);
+  wpe_ = config_.pos == PosEncoding::Learned ? add("wpe.weight", {config_.block_size, C}, true)
+                                              : kNone;
   for (int l = 0; l < config_.n_layer; ++l) {
     std::string p = "h." + std::to_string(l) + ".";
     LayerOffsets o{};
@@ -138,6 +149,10 @@ void GPT::plan_activations(int B, int T) {
   act_lse_ = take(N);
   act_dlosses_ = take(N);
   acts_.assign(o, 0.0f);
+  if (config_.pos == PosEncoding::Sinusoidal) {
+    pos_table_.assign(size_t(T) * C, 0.0f);
+    for (int t = 0; t < T; ++t) sinusoid_add(pos_table_.data() + size_t(t) * C, t, C);
+  }
   ids_.assign(N, 0);
   targets_.assign(N, -1);
   grad_acts_.clear();
@@ -151,7 +166,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
             "needs the fp32 checkpoint");
   const GPTConfig& c = config_;
   QKV_CHECK(B >= 1 && T >= 1, "[gpt] batch {} x {} is empty", B, T);
-  QKV_CHECK(T <= c.block_size, "[gpt] sequence length {} exceeds block_size {}", T, c.block_size);
+  QKV_CHECK(T <= c.max_positions(), "[gpt] sequence length {} exceeds block_size {}", T,
+            c.block_size);
   plan_activations(B, T);
   const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
@@ -171,7 +187,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   const LayerActs la = layer_acts(B, T, C, NH);
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
 
-  cpu::encoder_forward(A + act_encoded_, ids, P + wte_, P + wpe_, B, T, C);
+  cpu::encoder_forward(A + act_encoded_, ids, P + wte_,
+                       wpe_ != kNone ? P + wpe_ : pos_table_.data(), B, T, C);
   const float* x = A + act_encoded_;
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
@@ -180,6 +197,7 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
                            opt(w.ln1_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C, prec_);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
+    c.apply_attention(args);
     cpu::attention_forward(args);
     // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
     nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C,
@@ -263,6 +281,7 @@ void GPT::backward(float loss_scale) {
                         P + w.attnproj_w, N, C, C, false, prec_);
     std::fill(D + g_dqkv, D + g_dqkv + N * 3 * C, 0.0f);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
+    c.apply_attention(args);
     args.dout = D + g_datty;
     args.dq = D + g_dqkv;
     args.dk = D + g_dqkv + C;
@@ -273,15 +292,26 @@ void GPT::backward(float loss_scale) {
     cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w,
                             L + la.ln1_mean, L + la.ln1_rstd, N, C);
   }
-  cpu::encoder_backward(G + wte_, G + wpe_, D + g_dres, ids_.data(), B, T, C);
+  cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B,
+                        T, C);
   have_targets_ = false;  // the logits buffer now holds gradients
 }
 
 // ---- inference with a KV cache ----
 
 void GPT::plan_cache() {
-  const size_t C = size_t(config_.n_embd), T = size_t(config_.block_size);
-  if (kv_.empty()) kv_.assign(size_t(config_.n_layer) * 2 * T * C, 0.0f);
+  const GPTConfig& c = config_;
+  const size_t C = size_t(c.n_embd), T = size_t(c.block_size);
+  if (kv_.empty()) {
+    if (c.attention == AttnKind::Linear) {
+      const size_t HS = size_t(c.head_size());
+      kv_.assign(size_t(c.n_layer) * size_t(c.n_head) * (HS * HS + HS), 0.0f);
+    } else {
+      // Sliding: the last window-1 keys plus a chunk of up to block_size new tokens.
+      cache_cap_ = c.attention == AttnKind::Sliding ? c.window - 1 + c.block_size : c.block_size;
+      kv_.assign(size_t(c.n_layer) * 2 * size_t(cache_cap_) * C, 0.0f);
+    }
+  }
   // Scratch: x, ln, atty, tmp (T,C); qkv (T,3C); fch (T,4C); lse (NH*T); logits (V).
   if (infer_.empty())
     infer_.assign(T * C * 4 + T * 3 * C + T * 4 * C + size_t(config_.n_head) * T +
@@ -369,11 +399,18 @@ void GPT::lm_head(const float* x, int rows, float* logits) {
     cpu::gemm_packed(rows, x, C, packed_.back(), logits, V);
 }
 
+void GPT::reset_cache() {
+  cache_len_ = 0;
+  cache_base_ = 0;
+  if (config_.attention == AttnKind::Linear) std::fill(kv_.begin(), kv_.end(), 0.0f);
+}
+
 float* GPT::forward_cached(const int32_t* ids, int n) {
   const GPTConfig& c = config_;
-  QKV_CHECK(n >= 1, "[gpt] extend needs at least one token");
-  QKV_CHECK(cache_len_ + n <= c.block_size, "[gpt] KV cache holds {} tokens; {} + {} exceed it",
-            c.block_size, cache_len_, n);
+  QKV_CHECK(n >= 1 && n <= c.block_size, "[gpt] extend runs 1..{} tokens at a time, got {}",
+            c.block_size, n);
+  QKV_CHECK(int64_t(cache_len_) + n <= c.max_positions(),
+            "[gpt] KV cache holds {} tokens; {} + {} exceed it", c.max_positions(), cache_len_, n);
   plan_cache();
   const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size, Tmax = c.block_size;
   for (int i = 0; i < n; ++i)
@@ -396,8 +433,26 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
       std::memcpy(xi, P + wte_ + size_t(ids[i]) * C, sizeof(float) * C);
     else
       cpu::packed_column(packed_.back(), ids[i], xi);  // the tied embedding, as the head sees it
-    const float* p = P + wpe_ + size_t(pos + i) * C;
-    for (int k = 0; k < C; ++k) xi[k] += p[k];
+    if (wpe_ != kNone) {
+      const float* p = P + wpe_ + size_t(pos + i) * C;
+      for (int k = 0; k < C; ++k) xi[k] += p[k];
+    } else {
+      sinusoid_add(xi, int64_t(pos) + i, C);
+    }
+  }
+  // Sliding window: when the new tokens do not fit behind the cached ones, keep only the last
+  // window-1 keys (all a new query can see) at the front.
+  int slot = pos - cache_base_;
+  if (c.attention == AttnKind::Sliding && slot + n > cache_cap_) {
+    const int keep = std::min(c.window - 1, slot), shift = slot - keep;
+    for (int l = 0; l < c.n_layer; ++l) {
+      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * C;
+      float* vc = kc + size_t(cache_cap_) * C;
+      std::memmove(kc, kc + size_t(shift) * C, sizeof(float) * size_t(keep) * C);
+      std::memmove(vc, vc + size_t(shift) * C, sizeof(float) * size_t(keep) * C);
+    }
+    cache_base_ += shift;
+    slot = keep;
   }
   auto norm = [&](float* out, const float* in, const float* w, const float* b) {
     for (int i0 = 0; i0 < n; i0 += 1024) {
@@ -408,29 +463,42 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   };
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
-    float* kc = kv_.data() + size_t(l) * 2 * Tmax * C;
-    float* vc = kc + size_t(Tmax) * C;
     norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
     infer_linear(qkv, ln, n, 4 * l + 0, w.attn_w, w.attn_b, C, 3 * C);
-    for (int i = 0; i < n; ++i) {
-      std::memcpy(kc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
-      std::memcpy(vc + size_t(pos + i) * C, qkv + size_t(i) * 3 * C + 2 * C, sizeof(float) * C);
-    }
     AttnArgs<float> a;
+    c.apply_attention(a);
     a.B = 1;
     a.NH = NH;
-    a.Tq = n;
-    a.Tk = pos + n;
     a.HS = HS;
-    a.q_offset = pos;
     a.causal = true;
     a.q = qkv;
     a.q_st = 3 * C;
     a.q_sh = HS;
-    a.k = kc;
-    a.v = vc;
-    a.k_st = a.v_st = C;
     a.k_sh = a.v_sh = HS;
+    if (c.attention == AttnKind::Linear) {
+      // The new keys are folded into the running state.
+      a.Tq = a.Tk = n;
+      a.k = qkv + C;
+      a.v = qkv + 2 * C;
+      a.k_st = a.v_st = 3 * C;
+      a.state = kv_.data() + size_t(l) * NH * (size_t(HS) * HS + HS);
+    } else {
+      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * C;
+      float* vc = kc + size_t(cache_cap_) * C;
+      for (int i = 0; i < n; ++i) {
+        std::memcpy(kc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
+        std::memcpy(vc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + 2 * C,
+                    sizeof(float) * C);
+      }
+      // Positions relative to the cache's first slot: the sliding rule only sees differences,
+      // and the other rules never roll (base 0).
+      a.Tq = n;
+      a.Tk = slot + n;
+      a.q_offset = slot;
+      a.k = kc;
+      a.v = vc;
+      a.k_st = a.v_st = C;
+    }
     a.out = atty;
     a.o_st = C;
     a.o_sh = HS;
@@ -449,7 +517,15 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
 
 const float* GPT::extend(const int32_t* ids, int n) {
   const int C = config_.n_embd, Tmax = config_.block_size;
-  const float* x = forward_cached(ids, n);
+  QKV_CHECK(n >= 1, "[gpt] extend needs at least one token");
+  // Chunks of at most block_size tokens (the scratch's size); the last chunk's last row counts.
+  int done = 0, m = 0;
+  const float* x = nullptr;
+  for (; done < n; done += m) {
+    m = std::min(Tmax, n - done);
+    x = forward_cached(ids + done, m);
+  }
+  n = m;
   // Only the last position's logits are needed for the next token.
   const float* P = params_buf_.data();
   float* ln = infer_.data() + size_t(Tmax) * C;

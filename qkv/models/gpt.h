@@ -42,7 +42,7 @@ class GPT {
   // LayerNorm gains 1. Deterministic in `seed`.
   void init_weights(uint64_t seed);
 
-  // ids, targets (B,T) with T <= block_size; targets may be null (no loss), and target < 0
+  // ids, targets (B,T) with T <= config().max_positions(); targets may be null (no loss), and target < 0
   // is ignored. Returns the mean loss over counted targets (0 without targets).
   float forward(const int32_t* ids, const int32_t* targets, int B, int T);
   // Logits (B,T,V) of the last forward. Valid until backward() (which overwrites them).
@@ -60,7 +60,11 @@ class GPT {
 
   // Inference with a KV cache, batch 1. reset_cache() starts a new sequence; extend() runs
   // n tokens at positions cache_len()..cache_len()+n-1 and returns the logits (V) of the last.
-  void reset_cache() { cache_len_ = 0; }
+  // The cache follows the attention rule: dense and block-sparse keep every position (up to
+  // block_size); sliding keeps a rolling window of the last `window` keys, and linear attention
+  // a fixed (HS x HS + HS) state per head, so with sinusoidal positions those two generate
+  // sequences of any length (config().max_positions()).
+  void reset_cache();
   int cache_len() const { return cache_len_; }
   const float* extend(const int32_t* ids, int n);
   // Sum over i in [0, n-1) of -log p(ids[i+1] | ids[0..i]) on the inference path (the weights
@@ -139,7 +143,10 @@ class GPT {
 
   // KV cache and inference scratch (batch 1).
   int cache_len_ = 0;
-  AlignedVector<float> kv_;  // (L, 2, block_size, C)
+  int cache_base_ = 0;       // absolute position of cache slot 0 (sliding: the window rolls)
+  int cache_cap_ = 0;        // slots per layer
+  AlignedVector<float> kv_;  // (L, 2, cache_cap_, C); linear attention: (L, NH, HS*HS + HS) state
+  AlignedVector<float> pos_table_;  // sinusoidal positions (T_, C) for forward()
   AlignedVector<float> infer_;
   AlignedVector<float> score_;  // nll_sum: logits, lse and losses of 32 positions  // scratch for
                                 // up to block_size tokens

@@ -1,5 +1,7 @@
 #include "qkv/models/gpt_config.h"
 
+#include <limits>
+
 #include "qkv/core/error.h"
 
 namespace qkv {
@@ -17,6 +19,30 @@ void GPTConfig::validate(const std::string& where) const {
             "{}: vocab_size {} out of range [1, 16777216]", where, vocab_size);
   QKV_CHECK(ln_eps > 0 && ln_eps < 1, "{}: layer_norm_epsilon {} out of range (0, 1)", where,
             ln_eps);
+  // The attention rule: errors here come before any buffer is planned.
+  if (attention == AttnKind::Sliding)
+    QKV_CHECK(window >= 1 && window <= block_size,
+              "{}: window {} must be in [1, block_size = {}] for sliding attention", where, window,
+              block_size);
+  else
+    QKV_CHECK(window == 0, "{}: window {} is set but attention is '{}' (window is for 'sliding')",
+              where, window, attention_name(attention));
+  if (attention == AttnKind::BlockSparse) {
+    QKV_CHECK(attn_block >= 1 && attn_block <= block_size && block_size % attn_block == 0,
+              "{}: attn_block {} must divide block_size {} for block_sparse attention", where,
+              attn_block, block_size);
+    QKV_CHECK(attn_local_blocks >= 0 && attn_local_blocks <= block_size / attn_block,
+              "{}: attn_local_blocks {} out of range [0, {}]", where, attn_local_blocks,
+              block_size / attn_block);
+    QKV_CHECK(attn_global >= 0 && attn_global <= block_size,
+              "{}: attn_global {} out of range [0, block_size = {}]", where, attn_global,
+              block_size);
+  } else {
+    QKV_CHECK(attn_block == 0 && attn_global == 0,
+              "{}: attn_block/attn_global are set but attention is '{}' (they are for "
+              "'block_sparse')",
+              where, attention_name(attention));
+  }
   QKV_CHECK(num_params() < (int64_t(1) << 36), "{}: model of {} parameters is too large", where,
             num_params());
 }
@@ -28,11 +54,12 @@ int64_t GPTConfig::num_params() const {
                             + C * C + C * b          // attn.c_proj
                             + C * 4 * C + 4 * C * b  // c_fc
                             + 4 * C * C + C * b;     // mlp.c_proj
-  return int64_t(vocab_size) * C + int64_t(block_size) * C + n_layer * per_layer + C + C * b;
+  const int64_t wpe = pos == PosEncoding::Learned ? int64_t(block_size) * C : 0;
+  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + C + C * b;
 }
 
 nlohmann::json GPTConfig::to_json() const {
-  return {{"model_type", "gpt2"},
+  nlohmann::json j = {{"model_type", "gpt2"},
           {"architectures", {"GPT2LMHeadModel"}},
           {"n_layer", n_layer},
           {"n_head", n_head},
@@ -44,6 +71,56 @@ nlohmann::json GPTConfig::to_json() const {
           {"activation_function", "gelu_new"},
           {"bias", bias},
           {"tie_word_embeddings", true}};
+  // qkv's own keys, written only when they differ from GPT-2 (plain GPT-2 files stay plain).
+  if (pos != PosEncoding::Learned) j["pos"] = pos_name(pos);
+  if (attention != AttnKind::Dense) j["attention"] = attention_name(attention);
+  if (attention == AttnKind::Sliding) j["window"] = window;
+  if (attention == AttnKind::BlockSparse) {
+    j["attn_block"] = attn_block;
+    j["attn_local_blocks"] = attn_local_blocks;
+    j["attn_global"] = attn_global;
+  }
+  return j;
+}
+
+AttnKind GPTConfig::attention_from_name(const std::string& name, const std::string& where) {
+  if (name == "dense") return AttnKind::Dense;
+  if (name == "sliding") return AttnKind::Sliding;
+  if (name == "block_sparse") return AttnKind::BlockSparse;
+  if (name == "linear") return AttnKind::Linear;
+  QKV_CHECK(false, "{}: unknown attention '{}' (dense, sliding, block_sparse, linear)", where,
+            name);
+  return AttnKind::Dense;
+}
+
+const char* GPTConfig::attention_name(AttnKind k) {
+  switch (k) {
+    case AttnKind::Sliding:
+      return "sliding";
+    case AttnKind::BlockSparse:
+      return "block_sparse";
+    case AttnKind::Linear:
+      return "linear";
+    default:
+      return "dense";
+  }
+}
+
+PosEncoding GPTConfig::pos_from_name(const std::string& name, const std::string& where) {
+  if (name == "learned") return PosEncoding::Learned;
+  if (name == "sinusoidal") return PosEncoding::Sinusoidal;
+  QKV_CHECK(false, "{}: unknown position encoding '{}' (learned, sinusoidal)", where, name);
+  return PosEncoding::Learned;
+}
+
+const char* GPTConfig::pos_name(PosEncoding p) {
+  return p == PosEncoding::Sinusoidal ? "sinusoidal" : "learned";
+}
+
+int GPTConfig::max_positions() const {
+  const bool bounded_state = attention == AttnKind::Sliding || attention == AttnKind::Linear;
+  return pos != PosEncoding::Learned && bounded_state ? std::numeric_limits<int32_t>::max()
+                                                      : block_size;
 }
 
 GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where) {
@@ -84,6 +161,16 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
               "{}: activation_function '{}' is not supported (gelu_new)", where, act);
   }
+  auto get_string = [&](const char* key) {
+    QKV_CHECK(j[key].is_string(), "{}: '{}' must be a string, got {}", where, key, j[key].dump());
+    return j[key].get<std::string>();
+  };
+  if (j.contains("pos")) c.pos = pos_from_name(get_string("pos"), where);
+  if (j.contains("attention")) c.attention = attention_from_name(get_string("attention"), where);
+  get_int("window", &c.window, false);
+  get_int("attn_block", &c.attn_block, false);
+  get_int("attn_local_blocks", &c.attn_local_blocks, false);
+  get_int("attn_global", &c.attn_global, false);
   c.validate(where);
   return c;
 }

@@ -6,7 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "qkv/backend/kernel_args.h"
+
 namespace qkv {
+
+// Position information added to the token embeddings.
+enum class PosEncoding : uint8_t {
+  Learned,     // GPT-2's trained table wpe (block_size x n_embd): positions < block_size only
+  Sinusoidal,  // the fixed sin/cos table of "Attention Is All You Need": no parameters, any position
+};
 
 struct GPTConfig {
   int n_layer = 4;
@@ -16,6 +24,30 @@ struct GPTConfig {
   int vocab_size = 256;
   bool bias = true;
   float ln_eps = 1e-5f;
+  PosEncoding pos = PosEncoding::Learned;
+  // Attention rule (see kernel_args.h): dense, sliding (window), block_sparse (attn_block,
+  // attn_local_blocks, attn_global) or linear.
+  AttnKind attention = AttnKind::Dense;
+  int window = 0;
+  int attn_block = 0, attn_local_blocks = 1, attn_global = 0;
+
+  static AttnKind attention_from_name(const std::string& name, const std::string& where);
+  static const char* attention_name(AttnKind k);
+  static PosEncoding pos_from_name(const std::string& name, const std::string& where);
+  static const char* pos_name(PosEncoding p);
+  // Positions the model can encode and attend over in generation: block_size with learned
+  // positions or dense/block-sparse attention; unbounded (INT32_MAX) for sliding-window and
+  // linear attention with sinusoidal positions (a rolling cache / a fixed-size state).
+  int max_positions() const;
+  // Copies the attention rule into kernel arguments.
+  template <typename T>
+  void apply_attention(AttnArgs<T>& a) const {
+    a.kind = attention;
+    a.window = window;
+    a.block = attn_block;
+    a.local_blocks = attn_local_blocks;
+    a.global = attn_global;
+  }
 
   // Throws qkv::Error (prefixed with `where`) if a value is out of range or inconsistent.
   void validate(const std::string& where = "config") const;

@@ -28,7 +28,8 @@ class GPT(torch.nn.Module):
         C, L, bias = cfg["n_embd"], cfg["n_layer"], cfg["bias"]
         p = {}
         p["wte.weight"] = (cfg["vocab_size"], C)
-        p["wpe.weight"] = (cfg["n_positions"], C)
+        if cfg.get("pos", "learned") == "learned":
+            p["wpe.weight"] = (cfg["n_positions"], C)
         for i in range(L):
             h = f"h.{i}."
             p[h + "ln_1.weight"] = (C,)
@@ -56,11 +57,31 @@ class GPT(torch.nn.Module):
     def opt(self, name):
         return self._by_name.get(name)
 
-    def causal_mask(self, T, Tk):
-        """Queries are the last T of Tk positions; each sees the keys up to its own."""
+    def mask(self, T, Tk):
+        """Queries are the last T of Tk positions; each sees the keys up to its own, and of
+        those the ones its attention rule allows (written out per pair, as the rules read)."""
         if (T, Tk) not in self._masks:
-            self._masks[(T, Tk)] = torch.ones(T, Tk, dtype=torch.bool).tril(diagonal=Tk - T)
+            cfg = self.cfg
+            p = torch.arange(Tk - T, Tk).view(T, 1)
+            j = torch.arange(Tk).view(1, Tk)
+            m = j <= p
+            kind = cfg.get("attention", "dense")
+            if kind == "sliding":
+                m &= p - j < cfg["window"]
+            elif kind == "block_sparse":
+                S, G = cfg["attn_block"], cfg["attn_global"]
+                m &= (p < G) | (j < G) | ((p // S - j // S).abs() <= cfg["attn_local_blocks"])
+            self._masks[(T, Tk)] = m
         return self._masks[(T, Tk)]
+
+    @staticmethod
+    def sinusoid(pos0, T, C):
+        """PE(p, 2i) = sin(p / 10000^(2i/C)), PE(p, 2i+1) = cos(p / 10000^(2i/C))."""
+        p = torch.arange(pos0, pos0 + T, dtype=torch.float64).view(T, 1)
+        i2 = (torch.arange(C) // 2 * 2).to(torch.float64)
+        angle = p * torch.pow(10000.0, -i2 / C)
+        pe = torch.where(torch.arange(C) % 2 == 0, torch.sin(angle), torch.cos(angle))
+        return pe.to(torch.float32)
 
     def forward(self, idx, targets=None, cache=None, last_only=False):
         """Logits (and the mean loss with targets). With `cache` (a list with one entry per
@@ -70,7 +91,10 @@ class GPT(torch.nn.Module):
         B, T = idx.shape
         C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
         pos0 = cache[0][0].shape[2] if cache is not None and cache[0] is not None else 0
-        x = self.P("wte.weight")[idx] + self.P("wpe.weight")[pos0:pos0 + T]
+        if cfg.get("pos", "learned") == "learned":
+            x = self.P("wte.weight")[idx] + self.P("wpe.weight")[pos0:pos0 + T]
+        else:
+            x = self.P("wte.weight")[idx] + self.sinusoid(pos0, T, C)
         for i in range(cfg["n_layer"]):
             h = f"h.{i}."
             a = F.layer_norm(x, (C,), self.P(h + "ln_1.weight"), self.opt(h + "ln_1.bias"), eps)
@@ -85,9 +109,17 @@ class GPT(torch.nn.Module):
                     k = torch.cat([cache[i][0], k], dim=2)
                     v = torch.cat([cache[i][1], v], dim=2)
                 cache[i] = (k, v)
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
-            att = att.masked_fill(~self.causal_mask(T, k.shape[2]), float("-inf")).softmax(dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, T, C)
+            mask = self.mask(T, k.shape[2])
+            if cfg.get("attention", "dense") == "linear":
+                # phi(x) = elu(x) + 1; out_i = sum_j (phi(q_i).phi(k_j)) v_j / sum_j phi(q_i).phi(k_j)
+                w = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)
+                w = w * mask
+                y = (w @ v) / w.sum(dim=-1, keepdim=True)
+            else:
+                att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
+                att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+                y = att @ v
+            y = y.transpose(1, 2).reshape(B, T, C)
             y = y @ self.P(h + "attn.c_proj.weight")
             if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")
             x = x + y
@@ -138,6 +170,15 @@ def parity(args):
     cfg = {"model_type": "gpt2", "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
            "n_positions": args.block_size, "vocab_size": args.vocab_size, "layer_norm_epsilon": 1e-5,
            "activation_function": "gelu_new", "bias": bool(args.bias)}
+    if args.pos != "learned":
+        cfg["pos"] = args.pos
+    if args.attention != "dense":
+        cfg["attention"] = args.attention
+    if args.attention == "sliding":
+        cfg["window"] = args.window
+    if args.attention == "block_sparse":
+        cfg.update(attn_block=args.attn_block, attn_local_blocks=args.attn_local_blocks,
+                   attn_global=args.attn_global)
     model = GPT(cfg)
     randomize(model)
     os.makedirs(os.path.join(args.out, "model"), exist_ok=True)
@@ -151,7 +192,7 @@ def parity(args):
     y = torch.randint(0, args.vocab_size, (steps, B, T), dtype=torch.int32)
     y[0, 0, 1] = -1  # an ignored target
     hp = {"lr": 1e-3, "min_lr": 1e-4, "warmup": 1, "decay_iters": 3, "beta1": 0.9, "beta2": 0.95,
-          "eps": 1e-8, "weight_decay": 0.1, "grad_clip": 0.5}
+          "eps": 1e-8, "weight_decay": 0.1, "grad_clip": args.grad_clip}
     safetensors_io.save(os.path.join(args.out, "inputs.safetensors"), {"x": x, "y": y},
                         {k: repr(v) for k, v in hp.items()})
 
@@ -238,6 +279,13 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grad-clip", type=float, default=0.5, help="must be below the gradient norm")
+    p.add_argument("--pos", default="learned", choices=["learned", "sinusoidal"])
+    p.add_argument("--attention", default="dense", choices=["dense", "sliding", "block_sparse", "linear"])
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--attn-block", type=int, default=0)
+    p.add_argument("--attn-local-blocks", type=int, default=1)
+    p.add_argument("--attn-global", type=int, default=0)
     h = sub.add_parser("hf-model", help="a Hugging Face GPT-2 directory with reference logits and greedy ids")
     h.add_argument("--out", required=True)
     h.add_argument("--size", default="gpt2", choices=["gpt2", "tiny"])

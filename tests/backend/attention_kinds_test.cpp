@@ -1,0 +1,253 @@
+// The attention kinds (sliding window, block-sparse, linear) against their oracles:
+//  - the reference kernel (one explicit visibility rule per (query, key) pair, double precision)
+//    checked by central finite differences;
+//  - the fused CPU kernels (which skip whole blocks) against that reference on every ISA,
+//    causal and bidirectional, with key padding and at a decode offset;
+//  - the degenerate settings that must equal dense attention (window >= T, every block on).
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qkv/backend/cpu/cpu.h"
+#include "qkv/backend/ref/ref.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+using test::all_close;
+using test::randn;
+
+struct Kind {
+  const char* name;
+  AttnKind kind;
+  int window = 0, block = 0, local_blocks = 0, global = 0;
+};
+
+template <typename T>
+void set_kind(AttnArgs<T>& a, const Kind& k) {
+  a.kind = k.kind;
+  a.window = k.window;
+  a.block = k.block;
+  a.local_blocks = k.local_blocks;
+  a.global = k.global;
+}
+
+// Gradient buffers wired into args built by attn_args_packed_qkv.
+template <typename T>
+void set_grads(AttnArgs<T>& a, T* dqkv, const T* dout, int C) {
+  a.dout = dout;
+  a.dq = dqkv;
+  a.dk = dqkv + C;
+  a.dv = dqkv + 2 * C;
+}
+
+// ---- finite differences on the reference, in double ----
+using Vec = std::vector<double>;
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+TEST(AttentionKinds, ReferenceGradientsMatchFiniteDifferences) {
+  const int B = 2, NH = 1, T = 9, HS = 3, C = NH * HS;
+  const std::vector<int32_t> lens = {9, 6};
+  const Kind kinds[] = {{"sliding3", AttnKind::Sliding, 3},
+                        {"sliding4", AttnKind::Sliding, 4},
+                        {"block_sparse", AttnKind::BlockSparse, 0, 2, 1, 1},
+                        {"linear", AttnKind::Linear}};
+  for (const Kind& k : kinds)
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional"));
+      Vec qkv = randn<double>(B * T * 3 * C, 14), R = randn<double>(B * T * C, 15);
+      Vec lse(B * NH * T);
+      auto args = [&](Vec& o) {
+        auto a = attn_args_packed_qkv<double>(qkv.data(), o.data(), lse.data(), B, T, NH, HS);
+        a.causal = causal;
+        a.key_len = lens.data();
+        set_kind(a, k);
+        return a;
+      };
+      auto loss = [&] {
+        Vec o(B * T * C);
+        ref::attention_forward(args(o));
+        return dot(o, R);
+      };
+      Vec o(B * T * C), dqkv(qkv.size());
+      auto a = args(o);
+      ref::attention_forward(a);
+      set_grads(a, dqkv.data(), R.data(), C);
+      ref::attention_backward(a);
+      const double eps = 1e-6;
+      for (size_t i = 0; i < qkv.size(); ++i) {
+        const double keep = qkv[i];
+        qkv[i] = keep + eps;
+        const double lp = loss();
+        qkv[i] = keep - eps;
+        const double lm = loss();
+        qkv[i] = keep;
+        ASSERT_NEAR(dqkv[i], (lp - lm) / (2 * eps), 1e-6 + 1e-5 * std::abs(dqkv[i])) << "index " << i;
+      }
+    }
+}
+
+// The reference's rules, spelled out on a small grid (this is the semantics kernel_args.h
+// documents; a regression here would silently change what every kernel is compared against).
+TEST(AttentionKinds, ReferenceRulesOnAGrid) {
+  const int T = 8;
+  auto pattern = [&](const Kind& k, bool causal) {
+    // One head of size 1 with q = k = 0: every visible key gets the same weight, so out_i (with
+    // v_j = 2^j) encodes the set of visible keys.
+    std::vector<double> q(T, 0.0), kk(T, 0.0), v(T), o(T);
+    for (int j = 0; j < T; ++j) v[j] = double(1 << j);
+    AttnArgs<double> a;
+    a.B = a.NH = a.HS = 1;
+    a.Tq = a.Tk = T;
+    a.causal = causal;
+    set_kind(a, k);
+    a.q = q.data();
+    a.k = kk.data();
+    a.v = v.data();
+    a.out = o.data();
+    a.q_sb = a.k_sb = a.v_sb = a.o_sb = T;
+    a.q_st = a.k_st = a.v_st = a.o_st = 1;
+    ref::attention_forward(a);
+    std::string rows;
+    for (int i = 0; i < T; ++i) {
+      // out_i = (sum of visible 2^j) / count; recover the set by trying every count.
+      for (int n = 1; n <= T; ++n) {
+        const double s = o[i] * n;
+        const long m = std::lround(s);
+        if (std::abs(s - double(m)) < 1e-9 && __builtin_popcountl(m) == n) {
+          for (int j = 0; j < T; ++j) rows += (m >> j) & 1 ? 'x' : '.';
+          break;
+        }
+      }
+      rows += '|';
+    }
+    return rows;
+  };
+  EXPECT_EQ(pattern({"", AttnKind::Sliding, 3}, true),
+            "x.......|xx......|xxx.....|.xxx....|..xxx...|...xxx..|....xxx.|.....xxx|");
+  EXPECT_EQ(pattern({"", AttnKind::Sliding, 2}, false),
+            "xx......|xxx.....|.xxx....|..xxx...|...xxx..|....xxx.|.....xxx|......xx|");
+  EXPECT_EQ(pattern({"", AttnKind::BlockSparse, 0, 2, 0, 1}, false),
+            "xxxxxxxx|xx......|x.xx....|x.xx....|x...xx..|x...xx..|x.....xx|x.....xx|");
+  EXPECT_EQ(pattern({"", AttnKind::BlockSparse, 0, 2, 1, 0}, true),
+            "x.......|xx......|xxx.....|xxxx....|..xxx...|..xxxx..|....xxx.|....xxxx|");
+}
+
+// ---- the CPU kernels against the reference ----
+class AttentionKindsCpu : public test::IsaTest {};
+
+// Runs forward and backward of both backends on one packed-qkv problem and compares.
+void compare_with_reference(const Kind& k, bool causal, int B, int NH, int T, int HS,
+                            const std::vector<int32_t>* lens, uint64_t seed) {
+  SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional") + " B=" +
+               std::to_string(B) + " T=" + std::to_string(T) + (lens ? " padded" : ""));
+  const int C = NH * HS;
+  auto qkv = randn(size_t(B) * T * 3 * C, seed);
+  std::vector<float> o1(size_t(B) * T * C), o2(o1.size()), l1(size_t(B) * NH * T), l2(l1.size());
+  auto a1 = attn_args_packed_qkv<float>(qkv.data(), o1.data(), l1.data(), B, T, NH, HS);
+  auto a2 = attn_args_packed_qkv<float>(qkv.data(), o2.data(), l2.data(), B, T, NH, HS);
+  for (auto* a : {&a1, &a2}) {
+    a->causal = causal;
+    a->key_len = lens ? lens->data() : nullptr;
+    set_kind(*a, k);
+  }
+  ref::attention_forward(a1);
+  cpu::attention_forward(a2);
+  EXPECT_TRUE(all_close(o2, o1, 1e-4, 2e-5, "out"));
+  EXPECT_TRUE(all_close(l2, l1, 1e-4, 1e-5, "lse"));
+  auto dout = randn(o1.size(), seed + 1);
+  std::vector<float> g1(qkv.size()), g2(qkv.size());
+  set_grads(a1, g1.data(), dout.data(), C);
+  set_grads(a2, g2.data(), dout.data(), C);
+  ref::attention_backward(a1);
+  cpu::attention_backward(a2);
+  EXPECT_TRUE(all_close(g2, g1, 2e-4, 1e-4, "dqkv"));
+  for (float x : g2) ASSERT_TRUE(std::isfinite(x));
+  // The last 3 queries at an offset against all keys (the KV-cache decode shape).
+  const int nq = std::min(3, T);
+  AttnArgs<float> d1 = a1, d2 = a2;
+  std::vector<float> od1(o1.size()), od2(o1.size());
+  for (auto* d : {&d1, &d2}) {
+    d->Tq = nq;
+    d->q_offset = T - nq;
+    d->q = qkv.data() + int64_t(T - nq) * 3 * C;
+    d->lse = nullptr;
+  }
+  d1.out = od1.data();
+  d2.out = od2.data();
+  ref::attention_forward(d1);
+  cpu::attention_forward(d2);
+  EXPECT_TRUE(all_close(od2, od1, 1e-4, 2e-5, "decode"));
+}
+
+const Kind kCpuKinds[] = {
+    {"sliding1", AttnKind::Sliding, 1},
+    {"sliding7", AttnKind::Sliding, 7},
+    {"sliding64", AttnKind::Sliding, 64},
+    {"sliding100", AttnKind::Sliding, 100},
+    {"block8_local1_global3", AttnKind::BlockSparse, 0, 8, 1, 3},
+    {"block16_local0", AttnKind::BlockSparse, 0, 16, 0, 0},
+    {"block32_local2_global40", AttnKind::BlockSparse, 0, 32, 2, 40},
+    {"block64_local1_global1", AttnKind::BlockSparse, 0, 64, 1, 1},
+    {"linear", AttnKind::Linear},
+};
+
+TEST_P(AttentionKindsCpu, MatchReference) {
+  const std::vector<int32_t> lens = {300, 151, 0};
+  for (const Kind& k : kCpuKinds)
+    for (bool causal : {true, false}) {
+      compare_with_reference(k, causal, 1, 2, 300, 16, nullptr, 71);
+      compare_with_reference(k, causal, 3, 2, 300, 16, &lens, 72);
+      compare_with_reference(k, causal, 2, 1, 37, 64, nullptr, 73);
+    }
+}
+
+// Degenerate settings equal dense attention in the fused kernels themselves (causal: W >= T;
+// bidirectional: W >= 2T, since the window reaches W/2 each way).
+TEST_P(AttentionKindsCpu, FullWindowAndAllBlocksEqualDense) {
+  const int B = 2, NH = 2, T = 200, HS = 32, C = NH * HS;
+  const std::vector<int32_t> lens = {200, 123};
+  for (bool causal : {true, false}) {
+    auto qkv = randn(size_t(B) * T * 3 * C, 81);
+    auto dout = randn(size_t(B) * T * C, 82);
+    auto run = [&](const Kind& k, std::vector<float>& out, std::vector<float>& grad) {
+      out.assign(size_t(B) * T * C, 0.0f);
+      grad.assign(qkv.size(), 0.0f);
+      std::vector<float> lse(size_t(B) * NH * T);
+      auto a = attn_args_packed_qkv<float>(qkv.data(), out.data(), lse.data(), B, T, NH, HS);
+      a.causal = causal;
+      a.key_len = lens.data();
+      set_kind(a, k);
+      cpu::attention_forward(a);
+      set_grads(a, grad.data(), dout.data(), C);
+      cpu::attention_backward(a);
+    };
+    std::vector<float> od, gd, o, g;
+    run({"dense", AttnKind::Dense}, od, gd);
+    const Kind same[] = {{"sliding=T", AttnKind::Sliding, T},
+                         {"sliding=2T", AttnKind::Sliding, 2 * T + 1},
+                         {"all blocks", AttnKind::BlockSparse, 0, 8, T / 8, 0},
+                         {"all global", AttnKind::BlockSparse, 0, 40, 0, T}};
+    for (const Kind& k : same) {
+      // Bidirectional windows reach W/2 each way: W = T covers a causal row, not a full one.
+      if (!causal && k.kind == AttnKind::Sliding && k.window < 2 * T) continue;
+      SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional"));
+      run(k, o, g);
+      EXPECT_TRUE(all_close(o, od, 1e-5, 1e-6, "out vs dense"));
+      EXPECT_TRUE(all_close(g, gd, 1e-5, 1e-6, "grad vs dense"));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, AttentionKindsCpu, ::testing::Values("avx512", "avx2", "generic"));
+
+}  // namespace
+}  // namespace qkv

@@ -1,0 +1,137 @@
+// The attention rules inside the GPT: generation with the rule's cache (rolling window, linear
+// state, full cache) equals recomputing the whole sequence with forward(), past block_size when
+// the rule allows it; and bad settings are refused at config load, naming the key.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "qkv/core/error.h"
+#include "qkv/core/rng.h"
+#include "qkv/models/gpt.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+GPTConfig rule_config(AttnKind kind, PosEncoding pos) {
+  GPTConfig c = test::tiny_config(2, 2, 32, 64, 41);
+  c.attention = kind;
+  c.pos = pos;
+  if (kind == AttnKind::Sliding) c.window = 8;
+  if (kind == AttnKind::BlockSparse) {
+    c.attn_block = 8;
+    c.attn_local_blocks = 1;
+    c.attn_global = 2;
+  }
+  return c;
+}
+
+std::vector<int32_t> random_ids(int n, int V, uint64_t seed) {
+  Rng rng(seed, 3);
+  std::vector<int32_t> ids(size_t(n), 0);
+  for (auto& t : ids) t = int32_t(rng.below(uint64_t(V)));
+  return ids;
+}
+
+// Feeds `ids` through extend() (a prompt chunk, then one token at a time) and compares the
+// logits after each step with forward() over the whole prefix.
+void expect_cache_equals_recompute(GPT& m, const std::vector<int32_t>& ids, int prompt) {
+  const int V = m.config().vocab_size;
+  m.reset_cache();
+  for (int n = prompt; n <= int(ids.size()); ++n) {
+    const float* got = n == prompt ? m.extend(ids.data(), prompt) : m.extend(&ids[size_t(n - 1)], 1);
+    std::vector<float> cached(got, got + V);
+    m.forward(ids.data(), nullptr, 1, n);
+    const float* full = m.logits() + size_t(n - 1) * V;
+    ASSERT_LE(test::rel_err(cached.data(), full, size_t(V)), 2e-5) << "after " << n << " tokens";
+  }
+}
+
+TEST(AttentionRulesInGpt, SlidingRollingCacheEqualsRecomputePastTheContext) {
+  GPT m(rule_config(AttnKind::Sliding, PosEncoding::Sinusoidal));
+  m.init_weights(1);
+  // 200 tokens with block_size 64: the window's cache rolls many times, and the 100-token
+  // prompt is itself longer than the context (prefilled in chunks).
+  expect_cache_equals_recompute(m, random_ids(200, 41, 2), 100);
+}
+
+TEST(AttentionRulesInGpt, LinearStateEqualsRecomputePastTheContext) {
+  GPT m(rule_config(AttnKind::Linear, PosEncoding::Sinusoidal));
+  m.init_weights(3);
+  expect_cache_equals_recompute(m, random_ids(180, 41, 4), 70);
+}
+
+TEST(AttentionRulesInGpt, BlockSparseAndLearnedSlidingCacheWithinTheContext) {
+  for (AttnKind k : {AttnKind::BlockSparse, AttnKind::Sliding}) {
+    GPT m(rule_config(k, PosEncoding::Learned));
+    m.init_weights(5);
+    expect_cache_equals_recompute(m, random_ids(64, 41, 6), 5);
+    // Learned positions end at block_size: one more token is a clear error, not a bad read.
+    try {
+      m.extend(std::vector<int32_t>{1}.data(), 1);
+      FAIL() << "expected an error past block_size";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("exceed"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
+  auto load = [](const std::string& extra) {
+    const std::string text = R"({"n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 64,
+                                 "vocab_size": 10)" +
+                             extra + "}";
+    return GPTConfig::from_json(nlohmann::json::parse(text), "m/config.json");
+  };
+  auto error_of = [&](const std::string& extra) -> std::string {
+    try {
+      load(extra);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NO_THROW(load(R"(, "attention": "sliding", "window": 64)"));
+  EXPECT_NO_THROW(load(R"(, "attention": "block_sparse", "attn_block": 16, "attn_global": 1)"));
+  EXPECT_NO_THROW(load(R"(, "attention": "linear", "pos": "sinusoidal")"));
+  struct Bad {
+    std::string extra, expect;
+  };
+  for (const Bad& b : {Bad{R"(, "attention": "sliding", "window": 0)", "window 0"},
+                       Bad{R"(, "attention": "sliding")", "window 0"},
+                       Bad{R"(, "attention": "sliding", "window": 65)", "window 65"},
+                       Bad{R"(, "window": 8)", "window is for 'sliding'"},
+                       Bad{R"(, "attention": "block_sparse", "attn_block": 24)",
+                           "attn_block 24 must divide block_size 64"},
+                       Bad{R"(, "attention": "block_sparse", "attn_block": 0)", "attn_block 0"},
+                       Bad{R"(, "attention": "block_sparse", "attn_block": 8, "attn_global": 65)",
+                           "attn_global 65"},
+                       Bad{R"(, "attention": "flash")", "unknown attention 'flash'"},
+                       Bad{R"(, "attention": 3)", "'attention' must be a string"},
+                       Bad{R"(, "pos": "rotary")", "unknown position encoding 'rotary'"}}) {
+    const std::string msg = error_of(b.extra);
+    EXPECT_NE(msg.find("m/config.json"), std::string::npos) << b.extra << ": " << msg;
+    EXPECT_NE(msg.find(b.expect), std::string::npos) << b.extra << ": " << msg;
+  }
+}
+
+TEST(AttentionRulesInGpt, ConfigRoundTripKeepsTheRule) {
+  for (AttnKind k : {AttnKind::Dense, AttnKind::Sliding, AttnKind::BlockSparse, AttnKind::Linear}) {
+    const GPTConfig c = rule_config(k, PosEncoding::Sinusoidal);
+    const GPTConfig r = GPTConfig::from_json(c.to_json(), "roundtrip");
+    EXPECT_EQ(r.attention, c.attention);
+    EXPECT_EQ(r.window, c.window);
+    EXPECT_EQ(r.attn_block, c.attn_block);
+    EXPECT_EQ(r.attn_local_blocks, c.attn_local_blocks);
+    EXPECT_EQ(r.attn_global, c.attn_global);
+    EXPECT_EQ(r.pos, c.pos);
+    EXPECT_EQ(r.num_params(), c.num_params());
+  }
+  // Plain GPT-2 settings write none of qkv's own keys.
+  const auto j = test::tiny_config(1, 1, 8, 8, 8).to_json();
+  for (const char* key : {"attention", "window", "attn_block", "pos"}) EXPECT_FALSE(j.contains(key));
+}
+
+}  // namespace
+}  // namespace qkv
