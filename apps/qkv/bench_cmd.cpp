@@ -1,10 +1,13 @@
 // qkv bench train|generate|gemm|attention: speed on random weights and tokens.
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 
 #include "apps/qkv/commands.h"
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
+#include "qkv/core/file.h"
 #include "qkv/core/parallel.h"
 #include "qkv/perf/bench.h"
 
@@ -20,6 +23,12 @@ void add_bench(CLI::App& app) {
         threads = 0;
     int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
     bool json = false, backward = true, trans_a = false, trans_b = false;
+    // attention
+    std::string kind = "dense", out;
+    std::optional<int> seq_len;
+    int window = 256, attn_block = 64, attn_local_blocks = 1, attn_global = 64;
+    int min_seq_len = 256, max_seq_len = 16384;
+    bool bidirectional = false, sweep = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("what", a->what, "train, generate, gemm or attention")
@@ -33,7 +42,7 @@ void add_bench(CLI::App& app) {
                   "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX); int8 "
                   "(generate, gemm: int8 weights)")
       ->capture_default_str();
-  cmd->add_option("--batch-size", a->batch_size, "Batch (train, attention)")->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Batch (train; attention: default 1)")->capture_default_str();
   cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
       ->capture_default_str();
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prefill length (generate)")
@@ -48,10 +57,32 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--trans-b", a->trans_b, "GEMM: B stored transposed (N x K), as in dX = dY W^T");
   cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
   cmd->add_option("--head-dim", a->head_dim, "Attention head size")->capture_default_str();
+  cmd->add_option("--kind", a->kind,
+                  "Attention rule: dense, sliding, block_sparse, linear (--sweep: a comma list, "
+                  "default all four)")
+      ->capture_default_str();
+  cmd->add_option("--seq-len", a->seq_len, "Attention: sequence length T (default --block-size)");
+  cmd->add_option("--window", a->window, "Attention sliding: window")->capture_default_str();
+  cmd->add_option("--attn-block", a->attn_block, "Attention block_sparse: block size")
+      ->capture_default_str();
+  cmd->add_option("--attn-local-blocks", a->attn_local_blocks,
+                  "Attention block_sparse: neighbour blocks per side")
+      ->capture_default_str();
+  cmd->add_option("--attn-global", a->attn_global, "Attention block_sparse: global tokens")
+      ->capture_default_str();
+  cmd->add_flag("--bidirectional", a->bidirectional, "Attention: no causal mask");
+  cmd->add_flag("--sweep", a->sweep,
+                "Attention: sweep T from --min-seq-len to --max-seq-len (doubling) for each "
+                "--kind; table on stdout, and with --out DIR attention_scaling.{md,json,svg}");
+  cmd->add_option("--min-seq-len", a->min_seq_len, "Attention sweep: first T")
+      ->capture_default_str();
+  cmd->add_option("--max-seq-len", a->max_seq_len, "Attention sweep: last T")
+      ->capture_default_str();
+  cmd->add_option("--out", a->out, "Attention sweep: directory for the table and the plot");
   cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print one JSON object");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     apply_threads(a->threads);
     QKV_CHECK(a->dtype == "fp32" || (a->dtype == "bf16" && a->what != "attention") ||
                   (a->dtype == "int8" && (a->what == "gemm" || a->what == "generate")),
@@ -142,24 +173,65 @@ void add_bench(CLI::App& app) {
             : cpu::amx_available() ? "AMX bf16"
                                    : "fp32 FMA (no AMX)");
     } else {
-      auto r = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, true,
-                                     a->steps);
-      auto f = perf::bench_attention(a->batch_size, a->heads, a->block_size, a->head_dim, false,
-                                     a->steps);
-      j.update({{"batch_size", a->batch_size},
-                {"heads", a->heads},
-                {"head_dim", a->head_dim},
-                {"seq_len", a->block_size},
-                {"gflops", r.gflops},
-                {"fwd_gflops", f.gflops},
-                {"fwd_ms", 1e3 * f.time.median},
-                {"fwd_bwd_ms", 1e3 * r.time.median}});
-      if (!a->json)
-        std::printf(
-            "attention B=%d NH=%d T=%d HS=%d: forward %.2f ms (%.1f GFLOP/s), forward+backward "
-            "%.2f ms (%.1f GFLOP/s)\n",
-            a->batch_size, a->heads, a->block_size, a->head_dim, 1e3 * f.time.median, f.gflops,
-            1e3 * r.time.median, r.gflops);
+      perf::AttentionBenchOptions o;
+      o.B = cmd->count("--batch-size") ? a->batch_size : 1;  // long single sequences by default
+      o.NH = a->heads;
+      o.HS = a->head_dim;
+      o.T = a->seq_len.value_or(a->block_size);
+      o.causal = !a->bidirectional;
+      o.window = a->window;
+      o.block = a->attn_block;
+      o.local_blocks = a->attn_local_blocks;
+      o.global = a->attn_global;
+      o.reps = a->steps;
+      if (a->sweep) {
+        perf::AttentionSweepOptions so;
+        so.base = o;
+        if (cmd->count("--kind")) {
+          so.kinds.clear();
+          std::stringstream names(a->kind);
+          for (std::string name; std::getline(names, name, ',');)
+            so.kinds.push_back(GPTConfig::attention_from_name(name, "--kind"));
+        }
+        so.min_T = a->min_seq_len;
+        so.max_T = a->max_seq_len;
+        so.out_dir = a->out;
+        if (!so.out_dir.empty()) make_dirs(so.out_dir);
+        so.progress = !a->json;
+        const std::string md = perf::attention_sweep(so);
+        if (a->json)
+          j["table_markdown"] = md;
+        else
+          std::printf("%s", md.c_str());
+        if (!a->out.empty() && !a->json)
+          std::printf("\nwrote %s/attention_scaling.{md,json,svg}\n", a->out.c_str());
+      } else {
+        o.kind = GPTConfig::attention_from_name(a->kind, "--kind");
+        const auto r = perf::bench_attention(o);
+        j.update({{"kind", a->kind},
+                  {"batch_size", o.B},
+                  {"heads", o.NH},
+                  {"head_dim", o.HS},
+                  {"seq_len", o.T},
+                  {"causal", o.causal},
+                  {"fwd_ms", 1e3 * r.fwd.median},
+                  {"fwd_bwd_ms", 1e3 * r.fwd_bwd.median},
+                  {"peak_bytes", r.peak_bytes},
+                  {"gflops", r.fwd_bwd_gflops},
+                  {"fwd_gflops", r.fwd_gflops}});
+        if (o.kind == AttnKind::Sliding) j["window"] = o.window;
+        if (o.kind == AttnKind::BlockSparse)
+          j.update({{"attn_block", o.block},
+                    {"attn_local_blocks", o.local_blocks},
+                    {"attn_global", o.global}});
+        if (!a->json)
+          std::printf(
+              "attention %s B=%d NH=%d T=%d HS=%d%s: forward %.2f ms (%.1f GFLOP/s), "
+              "forward+backward %.2f ms (%.1f GFLOP/s), peak extra memory %.2f MiB\n",
+              a->kind.c_str(), o.B, o.NH, o.T, o.HS, o.causal ? "" : " bidirectional",
+              1e3 * r.fwd.median, r.fwd_gflops, 1e3 * r.fwd_bwd.median, r.fwd_bwd_gflops,
+              double(r.peak_bytes) / (1 << 20));
+      }
     }
     if (a->json) std::printf("%s\n", j.dump().c_str());
   });

@@ -14,6 +14,7 @@ void add_tokenize(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_init(CLI::App& app);
 void add_perplexity(CLI::App& app);
+void add_inspect(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

@@ -55,7 +55,7 @@ void add_generate(CLI::App& app) {
               tok->vocab_size(), model.config().vocab_size);
     QKV_CHECK(!a->prompt.empty(), "--prompt is empty");
     std::vector<int32_t> ids = tok->encode(a->prompt);
-    const int ctx = model.config().block_size;
+    const int ctx = model.config().max_positions();  // unbounded: sliding|linear + sinusoidal
     if (int(ids.size()) > ctx) {
       std::fprintf(stderr,
                    "qkv: warning: the prompt has %zu tokens; keeping the last %d (the context)\n",

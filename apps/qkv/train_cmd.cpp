@@ -21,6 +21,8 @@ void add_train(CLI::App& app) {
     std::string preset = "baby";
     std::optional<int> n_layer, n_head, n_embd, block_size;
     std::optional<bool> bias;
+    std::optional<std::string> attention, pos;
+    std::optional<int> window, attn_block, attn_local_blocks, attn_global;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -36,6 +38,20 @@ void add_train(CLI::App& app) {
   cmd->add_option("--n-embd", a->n_embd, "Embedding width (divisible by --n-head)");
   cmd->add_option("--block-size", a->block_size, "Context length in tokens");
   cmd->add_option("--bias", a->bias, "Biases in linear layers and LayerNorms (true/false)");
+  cmd->add_option("--attention", a->attention,
+                  "Attention rule: dense (default), sliding (--window), block_sparse "
+                  "(--attn-block, --attn-local-blocks, --attn-global) or linear");
+  cmd->add_option("--window", a->window,
+                  "sliding: keys per query (causal: the last W positions, itself included)");
+  cmd->add_option("--attn-block", a->attn_block,
+                  "block_sparse: block size in tokens (must divide --block-size)");
+  cmd->add_option("--attn-local-blocks", a->attn_local_blocks,
+                  "block_sparse: neighbouring blocks each query sees on each side (default 1)");
+  cmd->add_option("--attn-global", a->attn_global,
+                  "block_sparse: leading tokens that see and are seen by every position");
+  cmd->add_option("--pos", a->pos,
+                  "Positions: learned (GPT-2, default) or sinusoidal (fixed; with sliding or "
+                  "linear attention, generation runs past --block-size)");
   cmd->add_option("--tokenizer", a->o.tokenizer,
                   "char (sorted unique characters; default), byte, or a directory with a BPE "
                   "vocabulary (vocab.json + merges.txt)");
@@ -92,6 +108,12 @@ void add_train(CLI::App& app) {
     if (a->n_embd) c.n_embd = *a->n_embd;
     if (a->block_size) c.block_size = *a->block_size;
     if (a->bias) c.bias = *a->bias;
+    if (a->attention) c.attention = GPTConfig::attention_from_name(*a->attention, "--attention");
+    if (a->pos) c.pos = GPTConfig::pos_from_name(*a->pos, "--pos");
+    if (a->window) c.window = *a->window;
+    if (a->attn_block) c.attn_block = *a->attn_block;
+    if (a->attn_local_blocks) c.attn_local_blocks = *a->attn_local_blocks;
+    if (a->attn_global) c.attn_global = *a->attn_global;
     c.vocab_size = 256;  // replaced by the tokenizer's
     c.validate("model config");
     a->o.model = c;

@@ -6,12 +6,24 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <vector>
 
 namespace qkv {
+
+// Bytes held by AlignedAlloc right now, and the most held since reset_aligned_peak(): every
+// kernel scratch and planned buffer goes through it, so a benchmark can report the extra memory
+// a call took (qkv bench attention's peak_bytes). Two relaxed atomics per allocation.
+namespace detail {
+inline std::atomic<int64_t> aligned_current{0}, aligned_peak{0};
+}
+inline int64_t aligned_bytes_in_use() { return detail::aligned_current.load(); }
+inline int64_t aligned_peak_bytes() { return detail::aligned_peak.load(); }
+inline void reset_aligned_peak() { detail::aligned_peak.store(detail::aligned_current.load()); }
 
 template <typename T>
 struct AlignedAlloc {
@@ -26,9 +38,16 @@ struct AlignedAlloc {
     void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
     if (!p) throw std::bad_alloc();
     if (align == kHuge) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+    const int64_t now = detail::aligned_current.fetch_add(int64_t(bytes)) + int64_t(bytes);
+    int64_t peak = detail::aligned_peak.load();
+    while (now > peak && !detail::aligned_peak.compare_exchange_weak(peak, now)) {
+    }
     return static_cast<T*>(p);
   }
-  void deallocate(T* p, size_t) { std::free(p); }
+  void deallocate(T* p, size_t n) {
+    detail::aligned_current.fetch_sub(int64_t(n * sizeof(T)));
+    std::free(p);
+  }
   bool operator==(const AlignedAlloc&) const { return true; }
   bool operator!=(const AlignedAlloc&) const { return false; }
 };

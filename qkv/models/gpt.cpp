@@ -189,6 +189,11 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
 
   cpu::encoder_forward(A + act_encoded_, ids, P + wte_,
                        wpe_ != kNone ? P + wpe_ : pos_table_.data(), B, T, C);
+  hooked_pass_ = hooks_ != nullptr;
+  auto hook = [&](HookPoint point, int layer, float* data, int width) {
+    if (hooks_) hooks_->run({point, layer}, data, B, T, width);
+  };
+  hook(HookPoint::Embed, -1, A + act_encoded_, C);
   const float* x = A + act_encoded_;
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
@@ -196,12 +201,15 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
     cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w,
                            opt(w.ln1_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C, prec_);
+    hook(HookPoint::Qkv, l, L + la.qkv, 3 * C);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
     c.apply_attention(args);
     cpu::attention_forward(args);
+    hook(HookPoint::Heads, l, L + la.atty, C);
     // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
     nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C,
                        prec_);
+    hook(HookPoint::AttnOut, l, L + la.res2, C);
     cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
     cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
                            opt(w.ln2_b), N, C, c.ln_eps);
@@ -209,7 +217,9 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
     cpu::gelu_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
     nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C,
                        prec_);
+    hook(HookPoint::MlpOut, l, L + la.res3, C);
     cpu::residual_forward(L + la.res3, L + la.res3, L + la.res2, N * C);
+    hook(HookPoint::ResidPost, l, L + la.res3, C);
     x = L + la.res3;
   }
   cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
@@ -232,6 +242,7 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
 
 void GPT::backward(float loss_scale) {
   QKV_CHECK(have_targets_, "[gpt] backward() needs a forward pass with targets");
+  QKV_CHECK(!hooked_pass_, "[gpt] backward() after a forward pass with hooks (analysis only)");
   const GPTConfig& c = config_;
   const int B = B_, T = T_, C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
@@ -295,6 +306,21 @@ void GPT::backward(float loss_scale) {
   cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B,
                         T, C);
   have_targets_ = false;  // the logits buffer now holds gradients
+}
+
+void GPT::attention_map(int layer, int b, int head, float* out) const {
+  const GPTConfig& c = config_;
+  QKV_CHECK(B_ > 0, "[gpt] attention_map needs a forward pass first");
+  QKV_CHECK(layer >= 0 && layer < c.n_layer, "[gpt] layer {} out of range [0, {})", layer,
+            c.n_layer);
+  QKV_CHECK(head >= 0 && head < c.n_head, "[gpt] head {} out of range [0, {})", head, c.n_head);
+  QKV_CHECK(b >= 0 && b < B_, "[gpt] batch item {} out of range [0, {})", b, B_);
+  const LayerActs la = layer_acts(B_, T_, c.n_embd, c.n_head);
+  const float* L = acts_.data() + act_layer_ + act_layer_stride_ * layer;
+  auto args = attn_args_packed_qkv<float>(L + la.qkv, nullptr, const_cast<float*>(L + la.lse), B_,
+                                          T_, c.n_head, c.head_size());
+  c.apply_attention(args);
+  cpu::attention_probs(args, b, head, out);
 }
 
 // ---- inference with a KV cache ----

@@ -12,6 +12,7 @@
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/tensor.h"
 #include "qkv/models/gpt_config.h"
+#include "qkv/models/hooks.h"
 #include "qkv/nn/linear.h"
 
 namespace qkv {
@@ -52,6 +53,17 @@ class GPT {
   // with targets.
   void backward(float loss_scale = 1.0f);
   void zero_grad();
+
+  // Hooks run inside forward() at their sites (hooks.h); null removes them. The hooks object
+  // must outlive its use. A forward pass whose hooks changed activations is for analysis:
+  // backward() refuses it.
+  void set_hooks(const Hooks* hooks) { hooks_ = hooks && !hooks->empty() ? hooks : nullptr; }
+  // The exact attention probabilities of the last forward pass for (layer, batch item, head):
+  // (T, T) row-major into out, recomputed from that pass's queries, keys and per-row normaliser
+  // (log-sum-exp), so the fast kernel itself never stores them. Rows of masked keys are 0.
+  void attention_map(int layer, int b, int head, float* out) const;
+  int last_batch() const { return B_; }
+  int last_seq_len() const { return T_; }
 
   // Precision of the training matmuls (forward() and backward()): F32, or BF16 = mixed
   // precision (bf16 products, fp32 accumulation, fp32 master weights and everything else).
@@ -118,6 +130,8 @@ class GPT {
 
   GPTConfig config_;
   nn::Precision prec_ = nn::Precision::F32;
+  const Hooks* hooks_ = nullptr;
+  bool hooked_pass_ = false;  // the last forward ran hooks
   std::vector<Param> params_;
   size_t n_params_ = 0;
   AlignedVector<float> params_buf_, grads_buf_;

@@ -4,10 +4,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <fmt/format.h>
+#include <new>
+#include <nlohmann/json.hpp>
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
+#include "qkv/core/file.h"
 #include "qkv/core/rng.h"
+#include "qkv/io/svg_plot.h"
 #include "qkv/models/gpt.h"
 #include "qkv/train/optimizer.h"
 
@@ -162,31 +168,178 @@ KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps, const st
   return k;
 }
 
-KernelBench bench_attention(int B, int NH, int T, int HS, bool backward, int reps) {
-  const size_t C = size_t(NH) * HS;
-  auto qkv = random_vec(size_t(B) * T * 3 * C, 3), dout = random_vec(size_t(B) * T * C, 4);
-  std::vector<float> out(size_t(B) * T * C), lse(size_t(B) * NH * T), dqkv(qkv.size());
-  std::vector<double> t;
-  for (int r = -1; r < reps; ++r) {
-    auto a = attn_args_packed_qkv<float>(qkv.data(), out.data(), lse.data(), B, T, NH, HS);
+namespace {
+// Keys row p sees under o's rule (the rules of kernel_args.h, counted per row).
+int64_t visible_in_row(const AttentionBenchOptions& o, int64_t p) {
+  const int64_t T = o.T, hi = o.causal ? p + 1 : T;
+  switch (o.kind) {
+    case AttnKind::Sliding: {
+      const int64_t lo = o.causal ? p - o.window + 1 : p - o.window / 2;
+      const int64_t top = o.causal ? hi : std::min(T, p + o.window / 2 + 1);
+      return std::max<int64_t>(0, top - std::max<int64_t>(lo, 0));
+    }
+    case AttnKind::BlockSparse: {
+      if (p < o.global) return hi;
+      const int64_t g = std::min<int64_t>(o.global, hi), qb = p / o.block;
+      const int64_t lo = std::max<int64_t>((qb - o.local_blocks) * o.block, g);
+      const int64_t top = std::min<int64_t>((qb + o.local_blocks + 1) * o.block, hi);
+      return g + std::max<int64_t>(0, top - lo);
+    }
+    default:
+      return hi;
+  }
+}
+}  // namespace
+
+AttentionBench bench_attention(const AttentionBenchOptions& o) {
+  QKV_CHECK(o.B >= 1 && o.NH >= 1 && o.T >= 1 && o.HS >= 1 && o.reps >= 1,
+            "[bench attention] sizes and repetitions must be >= 1");
+  QKV_CHECK(o.kind != AttnKind::Sliding || o.window >= 1, "[bench attention] window {} must be >= 1",
+            o.window);
+  QKV_CHECK(o.kind != AttnKind::BlockSparse || (o.block >= 1 && o.local_blocks >= 0 && o.global >= 0),
+            "[bench attention] block {} must be >= 1, local blocks and global >= 0", o.block);
+  const size_t C = size_t(o.NH) * o.HS, N = size_t(o.B) * o.T;
+  auto qkv = random_vec(N * 3 * C, 3), dout = random_vec(N * C, 4);
+  std::vector<float> out(N * C), dqkv(qkv.size());
+  AttentionBench r;
+  std::vector<double> tf, tb;
+  for (int rep = -1; rep < o.reps; ++rep) {
+    const bool measure_memory = rep == -1;
+    if (measure_memory) {
+      cpu::release_attention_scratch();
+      reset_aligned_peak();
+    }
+    const int64_t base = aligned_bytes_in_use();
+    AlignedVector<float> lse(size_t(o.B) * o.NH * o.T);
+    auto a = attn_args_packed_qkv<float>(qkv.data(), out.data(), lse.data(), o.B, o.T, o.NH, o.HS);
+    a.causal = o.causal;
+    a.kind = o.kind;
+    a.window = o.window;
+    a.block = o.block;
+    a.local_blocks = o.local_blocks;
+    a.global = o.global;
     auto t0 = Clock::now();
     cpu::attention_forward(a);
-    if (backward) {
-      a.dout = dout.data();
-      a.dq = dqkv.data();
-      a.dk = dqkv.data() + C;
-      a.dv = dqkv.data() + 2 * C;
-      cpu::attention_backward(a);
+    const double fwd = since(t0);
+    a.dout = dout.data();
+    a.dq = dqkv.data();
+    a.dk = dqkv.data() + C;
+    a.dv = dqkv.data() + 2 * C;
+    t0 = Clock::now();
+    cpu::attention_forward(a);
+    cpu::attention_backward(a);
+    const double both = since(t0);
+    if (measure_memory) r.peak_bytes = aligned_peak_bytes() - base;
+    if (rep >= 0) {
+      tf.push_back(fwd);
+      tb.push_back(both);
     }
-    if (r >= 0) t.push_back(since(t0));
   }
-  KernelBench k;
-  k.time = summarize(t);
-  // Causal: half of the T x T scores. Forward 2 matmuls (4 flops/score/dim), backward 5 (incl.
-  // recompute).
-  const double scores = double(B) * NH * T * (T + 1) / 2.0;
-  k.gflops = scores * HS * 2.0 * (backward ? 7 : 2) / k.time.median / 1e9;
-  return k;
+  r.fwd = summarize(tf);
+  r.fwd_bwd = summarize(tb);
+  const double heads = double(o.B) * o.NH;
+  if (o.kind == AttnKind::Linear) {
+    const double per = heads * double(o.T) * o.HS * o.HS;
+    r.fwd_gflops = per * 4 / r.fwd.median / 1e9;
+    r.fwd_bwd_gflops = per * 14 / r.fwd_bwd.median / 1e9;
+  } else {
+    for (int64_t p = 0; p < o.T; ++p) r.visible_pairs += visible_in_row(o, p);
+    const double per = heads * double(r.visible_pairs) * o.HS;
+    r.fwd_gflops = per * 4 / r.fwd.median / 1e9;
+    r.fwd_bwd_gflops = per * 14 / r.fwd_bwd.median / 1e9;
+  }
+  return r;
+}
+
+std::string attention_sweep(const AttentionSweepOptions& o) {
+  QKV_CHECK(o.min_T >= 1 && o.max_T >= o.min_T, "[bench attention] bad sweep range {}..{}",
+            o.min_T, o.max_T);
+  struct Row {
+    AttnKind kind;
+    int T;
+    AttentionBench r;
+  };
+  std::vector<Row> rows;
+  std::vector<std::string> stopped;
+  for (AttnKind k : o.kinds) {
+    for (int64_t T = o.min_T; T <= o.max_T; T *= 2) {
+      AttentionBenchOptions b = o.base;
+      b.kind = k;
+      b.T = int(T);
+      try {
+        rows.push_back({k, int(T), bench_attention(b)});
+      } catch (const std::bad_alloc&) {
+        stopped.push_back(fmt::format("{} stopped at T = {}: out of memory",
+                                      GPTConfig::attention_name(k), T));
+        break;
+      }
+      if (o.progress)
+        std::fprintf(stderr, "  %-12s T=%-6lld fwd %9.2f ms  fwd+bwd %9.2f ms  peak %8.2f MiB\n",
+                     GPTConfig::attention_name(k), static_cast<long long>(T),
+                     1e3 * rows.back().r.fwd.median, 1e3 * rows.back().r.fwd_bwd.median,
+                     double(rows.back().r.peak_bytes) / (1 << 20));
+    }
+  }
+  const AttentionBenchOptions& b = o.base;
+  std::string settings = fmt::format(
+      "B={} heads={} head_dim={} {}; sliding window {}; block_sparse block {} local {} global {}",
+      b.B, b.NH, b.HS, b.causal ? "causal" : "bidirectional", b.window, b.block, b.local_blocks,
+      b.global);
+  std::string md = "Attention scaling (" + settings + "; medians of " + std::to_string(b.reps) +
+                   ")\n\n| kind | T | fwd ms | fwd+bwd ms | fwd+bwd GFLOP/s | peak extra MiB | "
+                   "fwd+bwd time vs T/2 | memory vs T/2 |\n|---|---|---|---|---|---|---|---|\n";
+  nlohmann::json js = nlohmann::json::array();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& w = rows[i];
+    std::string tr = "", mr = "";
+    if (i > 0 && rows[i - 1].kind == w.kind) {
+      tr = fmt::format("{:.2f}x", w.r.fwd_bwd.median / rows[i - 1].r.fwd_bwd.median);
+      mr = fmt::format("{:.2f}x", double(w.r.peak_bytes) / double(rows[i - 1].r.peak_bytes));
+    }
+    md += fmt::format("| {} | {} | {:.2f} | {:.2f} | {:.1f} | {:.2f} | {} | {} |\n",
+                      GPTConfig::attention_name(w.kind), w.T, 1e3 * w.r.fwd.median,
+                      1e3 * w.r.fwd_bwd.median, w.r.fwd_bwd_gflops,
+                      double(w.r.peak_bytes) / (1 << 20), tr, mr);
+    js.push_back({{"kind", GPTConfig::attention_name(w.kind)},
+                  {"seq_len", w.T},
+                  {"fwd_ms", 1e3 * w.r.fwd.median},
+                  {"fwd_bwd_ms", 1e3 * w.r.fwd_bwd.median},
+                  {"fwd_bwd_gflops", w.r.fwd_bwd_gflops},
+                  {"peak_bytes", w.r.peak_bytes}});
+  }
+  for (const auto& s : stopped) md += "\n" + s + "\n";
+  if (!o.out_dir.empty()) {
+    std::vector<PlotSeries> time_series, mem_series;
+    // What holding the scores would take, for scale: one head's T x T fp32 matrix.
+    PlotSeries quad{"T x T fp32 scores, 1 head (not held)", {}, {}};
+    for (AttnKind k : o.kinds) {
+      PlotSeries t{GPTConfig::attention_name(k), {}, {}}, m = t;
+      for (const Row& w : rows)
+        if (w.kind == k) {
+          t.x.push_back(w.T);
+          t.y.push_back(1e3 * w.r.fwd_bwd.median);
+          m.x.push_back(w.T);
+          m.y.push_back(double(w.r.peak_bytes) / (1 << 20));
+        }
+      time_series.push_back(t);
+      mem_series.push_back(m);
+    }
+    for (int64_t T = o.min_T; T <= o.max_T; T *= 2) {
+      quad.x.push_back(double(T));
+      quad.y.push_back(double(T) * double(T) * 4 / (1 << 20));
+    }
+    mem_series.push_back(quad);
+    const std::string svg = svg_line_chart(
+        "Attention forward+backward: time and extra memory vs sequence length",
+        {PlotPanel{"time", "sequence length T", "forward+backward ms", 2, 10, time_series},
+         PlotPanel{"memory", "sequence length T", "peak extra MiB", 2, 10, mem_series}},
+        settings);
+    write_file_atomic(o.out_dir + "/attention_scaling.svg", svg);
+    write_file_atomic(o.out_dir + "/attention_scaling.md", md);
+    write_file_atomic(o.out_dir + "/attention_scaling.json",
+                      nlohmann::json{{"settings", settings}, {"rows", js}}.dump(2) + "\n");
+  }
+  return md;
 }
 
 }  // namespace qkv::perf

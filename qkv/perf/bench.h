@@ -47,8 +47,42 @@ struct KernelBench {
 // cpu::gemm_packed).
 KernelBench bench_gemm(int M, int N, int K, bool trans_a, bool trans_b, int reps,
                        const std::string& dtype = "fp32");
-// Causal attention forward (+ backward if `backward`), B x NH heads of size HS over T tokens.
-KernelBench bench_attention(int B, int NH, int T, int HS, bool backward, int reps);
+// Attention forward and forward+backward for one rule (kernel_args.h), B x NH heads of size HS
+// over T tokens, on random q, k, v.
+struct AttentionBenchOptions {
+  int B = 1, NH = 12, T = 1024, HS = 64;
+  bool causal = true;
+  AttnKind kind = AttnKind::Dense;
+  int window = 256;                                 // sliding
+  int block = 64, local_blocks = 1, global = 64;    // block_sparse
+  int reps = 3;
+};
+struct AttentionBench {
+  Stats fwd, fwd_bwd;
+  // Useful work per second: 4 HS flops per visible (query, key) pair forward, 14 forward +
+  // backward (the backward recomputes the scores); linear attention 4 HS^2 per token forward,
+  // 14 HS^2 forward + backward.
+  double fwd_gflops = 0, fwd_bwd_gflops = 0;
+  int64_t visible_pairs = 0;  // per head (0 for linear)
+  // Extra memory one forward+backward took, measured: every buffer it allocated (per-thread
+  // scratch, the (B, NH, T) log-sum-exp rows, the backward's D row) at its peak; q, k, v, the
+  // output and the gradients, which any implementation holds, are not counted.
+  int64_t peak_bytes = 0;
+};
+AttentionBench bench_attention(const AttentionBenchOptions& o);
+
+// The scaling sweep: every kind at T = min_T, 2 min_T, ... max_T (a kind stops early if memory
+// runs out). Writes attention_scaling.md (table), .json and .svg (time and memory vs T, log-log)
+// to out_dir (if not empty) and returns the markdown table.
+struct AttentionSweepOptions {
+  AttentionBenchOptions base;  // B, NH, HS, causal, window, block settings, reps
+  std::vector<AttnKind> kinds = {AttnKind::Dense, AttnKind::Sliding, AttnKind::BlockSparse,
+                                 AttnKind::Linear};
+  int min_T = 256, max_T = 16384;
+  std::string out_dir;
+  bool progress = true;  // a line per measurement on stderr
+};
+std::string attention_sweep(const AttentionSweepOptions& o);
 
 // Training FLOPs per token (forward + backward): 6 * matmul params + 12 * L * C * T (attention).
 double train_flops_per_token(const GPTConfig& cfg, int T);

@@ -223,7 +223,10 @@ TrainResult train(const TrainOptions& opt_in) {
     if ((it % opt.eval_interval == 0 || last) && !(resuming && it == start)) {
       const float vl = evaluate(it);
       res.last_val_loss = vl;
-      std::fprintf(log, "{\"step\": %lld, \"val_loss\": %.6f}\n", static_cast<long long>(it), vl);
+      const double at =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      std::fprintf(log, "{\"step\": %lld, \"val_loss\": %.6f, \"elapsed_s\": %.3f}\n",
+                   static_cast<long long>(it), vl, at);
       std::fflush(log);
       if (!opt.quiet) {
         if (tty) std::printf("\r\033[K");

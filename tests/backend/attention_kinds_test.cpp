@@ -12,6 +12,7 @@
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/ref/ref.h"
+#include "qkv/core/aligned.h"
 #include "tests/test_util.h"
 
 namespace qkv {
@@ -244,6 +245,37 @@ TEST_P(AttentionKindsCpu, FullWindowAndAllBlocksEqualDense) {
       EXPECT_TRUE(all_close(o, od, 1e-5, 1e-6, "out vs dense"));
       EXPECT_TRUE(all_close(g, gd, 1e-5, 1e-6, "grad vs dense"));
     }
+  }
+}
+
+// The fused kernels never hold a T x T matrix: what one forward+backward allocates (scratch,
+// the lse rows) grows linearly in T. Counted by AlignedAlloc, which every kernel buffer uses.
+TEST(AttentionKinds, ExtraMemoryGrowsLinearlyInT) {
+  const int NH = 2, HS = 16, C = NH * HS;
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::Sliding, AttnKind::Linear}) {
+    auto extra = [&](int T) {
+      auto qkv = randn(size_t(T) * 3 * C, 91), dout = randn(size_t(T) * C, 92);
+      std::vector<float> out(size_t(T) * C), g(qkv.size());
+      cpu::release_attention_scratch();
+      reset_aligned_peak();
+      const int64_t base = aligned_bytes_in_use();
+      {
+        AlignedVector<float> lse(size_t(NH) * T);
+        auto a = attn_args_packed_qkv<float>(qkv.data(), out.data(), lse.data(), 1, T, NH, HS);
+        a.kind = kind;
+        a.window = kind == AttnKind::Sliding ? 64 : 0;
+        cpu::attention_forward(a);
+        set_grads(a, g.data(), dout.data(), C);
+        cpu::attention_backward(a);
+      }
+      return aligned_peak_bytes() - base;
+    };
+    const int64_t small = extra(1024), large = extra(4096);
+    SCOPED_TRACE(std::to_string(int(kind)) + ": " + std::to_string(small) + " -> " +
+                 std::to_string(large) + " bytes");
+    EXPECT_GT(small, 0);
+    EXPECT_LE(large, 4 * small + 4096) << "more than linear growth";
+    EXPECT_LT(large, int64_t(4096) * 4096 * 4 / 16) << "a sixteenth of one T x T matrix";
   }
 }
 

@@ -208,6 +208,68 @@ TEST(Cli, GenerateStreamsAndWarnsOnLongPrompt) {
   EXPECT_EQ(text.size(), 32u + 20u + 1u);
 }
 
+// The attention rules from the command line: train with a sliding window and fixed positions,
+// generate past block_size, benchmark one rule and sweep two, and refuse bad settings.
+TEST(Cli, AttentionRulesTrainGenerateBench) {
+  const std::string d = test::temp_dir("attn");
+  const std::string m = d + "/sliding";
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --attention sliding --window 8 --pos sinusoidal")
+                .rc,
+            0);
+  const auto cfg = nlohmann::json::parse(read_file(m + "/config.json"));
+  EXPECT_EQ(cfg.at("attention"), "sliding");
+  EXPECT_EQ(cfg.at("window"), 8);
+  EXPECT_EQ(cfg.at("pos"), "sinusoidal");
+  auto la = losses_in_log(m);
+  ASSERT_FALSE(la.empty());
+  EXPECT_LT(la.back(), la.front() - 0.5) << "sliding-window training did not learn";
+  // 100 new tokens with block_size 32: the rolling cache, no context reset.
+  const std::string out = d + "/gen.txt";
+  ASSERT_EQ(test::run(test::qkv_exe() + " generate --model " + m +
+                      " --prompt ROMEO: --max-new-tokens 100 --seed 1 >" + out + " 2>/dev/null"),
+            0);
+  EXPECT_EQ(read_file(out).size(), 6u + 100u + 1u);
+
+  // One measurement as JSON.
+  const std::string js = d + "/bench.json";
+  ASSERT_EQ(test::run(test::qkv_exe() +
+                      " bench attention --kind linear --seq-len 256 --heads 2 --head-dim 16 "
+                      "--steps 1 --json >" +
+                      js),
+            0);
+  const auto b = nlohmann::json::parse(read_file(js));
+  EXPECT_EQ(b.at("kind"), "linear");
+  EXPECT_EQ(b.at("seq_len"), 256);
+  EXPECT_GT(b.at("fwd_ms").get<double>(), 0.0);
+  EXPECT_GE(b.at("fwd_bwd_ms").get<double>(), b.at("fwd_ms").get<double>() * 0.5);
+  EXPECT_GT(b.at("peak_bytes").get<int64_t>(), 0);
+  // A small sweep writes the table, the JSON and the plot.
+  const std::string sd = d + "/sweep";
+  ASSERT_EQ(run_qkv("bench attention --sweep --kind dense,linear --min-seq-len 64 --max-seq-len "
+                    "128 --heads 2 --head-dim 16 --steps 1 --out " +
+                    sd)
+                .rc,
+            0);
+  const std::string md = read_file(sd + "/attention_scaling.md");
+  EXPECT_NE(md.find("| dense | 128 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| linear | 64 |"), std::string::npos) << md;
+  const std::string svg = read_file(sd + "/attention_scaling.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find(">linear<"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(read_file(sd + "/attention_scaling.json")).at("rows").size(), 4u);
+
+  // Bad settings: one line, exit 1, before any training.
+  const std::string t = "train --data " + corpus() + " --out " + d + "/bad --block-size 32";
+  expect_user_error(t + " --attention sliding --window 0", "window 0");
+  expect_user_error(t + " --attention sliding --window 33", "window 33");
+  expect_user_error(t + " --attention block_sparse --attn-block 5", "must divide block_size 32");
+  expect_user_error(t + " --attention dense --window 8", "window is for 'sliding'");
+  expect_user_error(t + " --attention flash", "unknown attention 'flash'");
+  expect_user_error("bench attention --kind nope", "unknown attention 'nope'");
+  EXPECT_FALSE(fs::exists(d + "/bad/model.safetensors"));
+}
+
 // quantize + generate + perplexity end to end: converting on load and loading a quantized
 // directory give the same text and the same perplexity; the library's nll_sum is the oracle.
 TEST(Cli, QuantizeGenerateAndPerplexity) {

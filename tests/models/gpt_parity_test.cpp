@@ -54,6 +54,22 @@ TEST_P(GptParity, LogitsLossGradsAndAdamW) {
   EXPECT_LE(test::rel_err(model.logits(), ref_logits.f32(), size_t(ref_logits.numel())), 1e-4)
       << "logits";
   EXPECT_NEAR(loss, expected.get("loss").f32()[0], 1e-4 * std::abs(expected.get("loss").f32()[0]));
+  // The attention maps recomputed from the kernel's saved normalisers (interpretability path).
+  {
+    std::vector<float> map(size_t(T) * T);
+    const int NH = model.config().n_head;
+    for (int l = 0; l < model.config().n_layer; ++l) {
+      Tensor ref = expected.get("attn." + std::to_string(l));  // (B, NH, T, T)
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < NH; ++h) {
+          model.attention_map(l, b, h, map.data());
+          const float* r = ref.f32() + (size_t(b) * NH + h) * T * T;
+          for (size_t i = 0; i < map.size(); ++i)
+            ASSERT_NEAR(map[i], r[i], 1e-5) << "attention map layer " << l << " b " << b << " h "
+                                            << h << " at " << i;
+        }
+    }
+  }
   model.zero_grad();
   model.backward();
   // Softmax ignores a constant added to a row of scores, so the key bias has no true gradient

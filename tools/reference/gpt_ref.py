@@ -91,6 +91,7 @@ class GPT(torch.nn.Module):
         B, T = idx.shape
         C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
         pos0 = cache[0][0].shape[2] if cache is not None and cache[0] is not None else 0
+        self.last_att = []  # each layer's attention probabilities (B, NH, T, Tk)
         if cfg.get("pos", "learned") == "learned":
             x = self.P("wte.weight")[idx] + self.P("wpe.weight")[pos0:pos0 + T]
         else:
@@ -115,9 +116,11 @@ class GPT(torch.nn.Module):
                 w = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)
                 w = w * mask
                 y = (w @ v) / w.sum(dim=-1, keepdim=True)
+                self.last_att.append((w / w.sum(dim=-1, keepdim=True)).detach())
             else:
                 att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
                 att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+                self.last_att.append(att.detach())
                 y = att @ v
             y = y.transpose(1, 2).reshape(B, T, C)
             y = y @ self.P(h + "attn.c_proj.weight")
@@ -200,6 +203,8 @@ def parity(args):
     logits, loss = model(x[0].long(), y[0].long())
     loss.backward()
     out["logits"] = logits.detach()
+    for i, att in enumerate(model.last_att):
+        out[f"attn.{i}"] = att.contiguous()
     out["loss"] = loss.detach().reshape(1)
     for n in model.names:
         out["grad." + n] = model.P(n).grad.detach().clone()

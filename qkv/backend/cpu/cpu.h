@@ -96,6 +96,11 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n);
 // Fused, tiled attention with online softmax: never holds a Tq x Tk matrix.
 void attention_forward(const AttnArgs<float>& a);
 void attention_backward(const AttnArgs<float>& a);
+// Frees the per-thread attention scratch (benchmarks: measure a call's own allocations).
+void release_attention_scratch();
+// The exact probabilities (Tq x Tk, row-major) of batch item b, head h, recomputed from q, k and
+// the lse (Linear: normaliser) a forward pass saved in a.lse; invisible keys get 0.
+void attention_probs(const AttnArgs<float>& a, int b, int h, float* out);
 void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
                           int64_t N, int V);
 void crossentropy_backward(float* dlogits, const float* logits, const float* lse,

@@ -150,6 +150,10 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n) {
 }
 void attention_forward(const AttnArgs<float>& a) { k().attention_forward(a); }
 void attention_backward(const AttnArgs<float>& a) { k().attention_backward(a); }
+void release_attention_scratch() { k().release_attention_scratch(); }
+void attention_probs(const AttnArgs<float>& a, int b, int h, float* out) {
+  k().attention_probs(a, b, h, out);
+}
 void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
                           int64_t N, int V) {
   k().crossentropy_forward(losses, lse, logits, targets, N, V);

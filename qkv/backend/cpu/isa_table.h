@@ -39,6 +39,8 @@ struct IsaTable {
   void (*residual_forward)(float*, const float*, const float*, int64_t);
   void (*attention_forward)(const AttnArgs<float>&);
   void (*attention_backward)(const AttnArgs<float>&);
+  void (*release_attention_scratch)();
+  void (*attention_probs)(const AttnArgs<float>&, int, int, float*);
   void (*crossentropy_forward)(float*, float*, const float*, const int32_t*, int64_t, int);
   void (*crossentropy_backward)(float*, const float*, const float*, const int32_t*, const float*,
                                 int64_t, int);
