@@ -7,7 +7,8 @@ set -euo pipefail
 pkgs=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev fortunes)
 if [[ "${1:-}" == "--test" ]]; then
   # OpenBLAS: Debian's PyTorch uses whichever BLAS is installed; without it, the reference BLAS (20x slower).
-  pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev)
+  # chromium: the inspect report is checked in a real (headless) browser.
+  pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev chromium)
 fi
 
 missing=()

@@ -247,7 +247,9 @@ document.getElementById("head").innerHTML = "<p>Model <b>" + esc(D.model) + "</b
     const wrap = document.createElement("div"); wrap.style.display = "inline-block"; wrap.style.marginRight = "24px";
     const cap = document.createElement("div"); cap.className = "cell"; cap.textContent = name + " (rows: positions, columns: layers)"; wrap.appendChild(cap);
     const v = []; for (let i = 0; i < T; i++) for (let l = 0; l < t.layers; l++) v.push(t[key][l * T + i]);
-    const lo = t.corrupt_prob, hi = Math.max(t.clean_prob, lo + 1e-9);
+    // One scale for the three maps: from the lowest to the highest probability seen.
+    const all = t.hidden.concat(t.mlp, t.attn, [t.clean_prob, t.corrupt_prob]);
+    const lo = Math.min(...all), hi = Math.max(lo + 1e-9, ...all);
     wrap.appendChild(heatmap(v, T, t.layers, px, x => blues((x - lo) / (hi - lo)),
       (i, l, x) => "position " + i + " " + tokText(i) + "\nlayer " + l + "\np(answer) " + x.toFixed(4)));
     div.appendChild(wrap);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "qkv/core/file.h"
+#include "qkv/interp/interp.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 #include "qkv/tokenizer/tokenizer.h"
@@ -268,6 +269,61 @@ TEST(Cli, AttentionRulesTrainGenerateBench) {
   expect_user_error(t + " --attention flash", "unknown attention 'flash'");
   expect_user_error("bench attention --kind nope", "unknown attention 'nope'");
   EXPECT_FALSE(fs::exists(d + "/bad/model.safetensors"));
+}
+
+// inspect end to end: the HTML page embeds the same numbers --json prints, and the library is
+// the oracle for them; bad input is refused before any work.
+TEST(Cli, InspectReportAndBadInput) {
+  const std::string d = test::temp_dir("inspect"), m = d + "/m";
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 20").rc, 0);
+  const std::string prompt = "ROMEO: What say";
+  const std::string html = d + "/r.html", js = d + "/r.json";
+  ASSERT_EQ(test::run(test::qkv_exe() + " inspect --model " + m + " --prompt '" + prompt +
+                      "' --subject ROMEO --answer ' ' --samples 2 --out " + html + " --json >" +
+                      js),
+            0);
+  const auto j = nlohmann::json::parse(read_file(js));
+  const std::string page = read_file(html);
+  EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_EQ(page.find("http://"), std::string::npos) << "the page must not fetch anything";
+  EXPECT_EQ(page.find("https://"), std::string::npos) << "the page must not fetch anything";
+  const std::string open = "type=\"application/json\">";
+  const size_t a = page.find(open), b = page.find("</script>", a);
+  ASSERT_NE(a, std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(page.substr(a + open.size(), b - a - open.size())), j);
+  // The numbers against the library on the same model and prompt.
+  GPT model = GPT::from_dir(m);
+  auto tok = load_tokenizer(m);
+  const auto ids = tok->encode(prompt);
+  ASSERT_EQ(j.at("tokens").size(), ids.size());
+  const auto lens = interp::logit_lens(model, ids, 5);
+  EXPECT_EQ(j.at("logit_lens").size(), size_t(lens.rows));
+  EXPECT_EQ(j.at("logit_lens").back().at("top").back().at(0).at("token"),
+            lens.at(lens.rows - 1, int(ids.size()) - 1)[0].token);
+  const int L = model.config().n_layer, NH = model.config().n_head;
+  EXPECT_EQ(j.at("attention").size(), size_t(L * NH));
+  EXPECT_EQ(j.at("ablation").at("rows").size(), size_t(L * (NH + 1)));
+  const auto& tr = j.at("causal_trace");
+  EXPECT_EQ(tr.at("subject_positions"), nlohmann::json::array({0, 5}));
+  EXPECT_EQ(tr.at("hidden").size(), size_t(L) * ids.size());
+
+  // In a real browser (headless Chromium over the DevTools protocol): every heatmap drawn, the
+  // hover tooltip, a map clicked open, no console errors; screenshots saved beside the report.
+  const std::string shot = d + "/report.png";
+  ASSERT_EQ(test::run("/usr/bin/python3 " + test::source_dir() + "/tests/browser/check_report.py " +
+                      html + " " + shot),
+            0);
+  EXPECT_GT(fs::file_size(shot), 10000u);
+  EXPECT_TRUE(fs::exists(d + "/report_open.png"));
+
+  const std::string base = "inspect --model " + m + " --out " + d + "/x.html ";
+  expect_user_error(base + "--prompt '" + std::string(40, 'a') + "'", "context is 32");
+  expect_user_error(base + "--prompt 'ROMEO: hi' --subject JULIET --answer a", "not in the prompt");
+  expect_user_error(base + "--prompt 'ROMEO: hi' --subject ROMEO --answer ab", "exactly one");
+  expect_user_error(base + "--prompt 'ROMEO: hi' --subject ROMEO", "both --subject and --answer");
+  expect_user_error(base + "--prompt 'ROMEO: hi' --layer 2", "--layer 2 out of range");
+  expect_user_error(base + "--prompt 'ROMEO: hi' --head -2", "--head -2 out of range");
+  EXPECT_FALSE(fs::exists(d + "/x.html"));
 }
 
 // quantize + generate + perplexity end to end: converting on load and loading a quantized
