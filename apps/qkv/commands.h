@@ -15,6 +15,7 @@ void add_quantize(CLI::App& app);
 void add_init(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_inspect(CLI::App& app);
+void add_experiment(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

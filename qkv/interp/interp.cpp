@@ -119,7 +119,7 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
   hooks.cache({HookPoint::Embed, -1});
   for (int l = 0; l < L; ++l) {
     hooks.cache({HookPoint::Heads, l});
-    hooks.cache({HookPoint::MlpOut, l});
+    if (c.mlp) hooks.cache({HookPoint::MlpOut, l});
   }
   hooks.cache({HookPoint::ResidPost, L - 1});
   run(m, ids, &hooks);
@@ -168,8 +168,10 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
     if (c.bias)
       out.parts.push_back(
           {std::to_string(l) + ".attn_bias", l, -1, from_floats(m.param(p + "attn.c_proj.bias"))});
-    out.parts.push_back({std::to_string(l) + ".mlp", l, -1,
-                         from_floats(hooks.cached({HookPoint::MlpOut, l}).data() + size_t(pos) * C)});
+    if (c.mlp)
+      out.parts.push_back(
+          {std::to_string(l) + ".mlp", l, -1,
+           from_floats(hooks.cached({HookPoint::MlpOut, l}).data() + size_t(pos) * C)});
   }
   if (c.bias) {
     const float* b = m.param("ln_f.bias");
@@ -188,7 +190,7 @@ Ablations ablations(GPT& m, const std::vector<int32_t>& ids) {
   Hooks clean;
   for (int l = 0; l < L; ++l) {
     clean.cache({HookPoint::Heads, l});
-    clean.cache({HookPoint::MlpOut, l});
+    if (c.mlp) clean.cache({HookPoint::MlpOut, l});
   }
   run(m, ids, &clean);
   Ablations out;
@@ -215,6 +217,7 @@ Ablations ablations(GPT& m, const std::vector<int32_t>& ids) {
       a.mean_delta = loss_with(mh);
       out.rows.push_back(a);
     }
+    if (!c.mlp) continue;
     Ablation a{l, -1, 0, 0};
     Hooks z, mh;
     z.zero({HookPoint::MlpOut, l});
@@ -241,7 +244,7 @@ CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_be
   Hooks clean;
   for (int l = 0; l < L; ++l) {
     clean.cache({HookPoint::ResidPost, l});
-    clean.cache({HookPoint::MlpOut, l});
+    if (c.mlp) clean.cache({HookPoint::MlpOut, l});
     clean.cache({HookPoint::AttnOut, l});
   }
   run(m, ids, &clean);
@@ -289,12 +292,14 @@ CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_be
   tr.corrupt_prob = mean_prob([](Hooks&) {});
   tr.hidden.assign(size_t(L) * T, 0.0);
   tr.mlp = tr.attn = tr.hidden;
+  if (!c.mlp) tr.mlp.clear();  // attention-only: no MLP to restore
   for (int l = 0; l < L; ++l)
     for (int t = 0; t < T; ++t) {
       const size_t at = size_t(l) * T + t;
       for (auto [point, dst] : {std::pair{HookPoint::ResidPost, &tr.hidden},
                                 std::pair{HookPoint::MlpOut, &tr.mlp},
                                 std::pair{HookPoint::AttnOut, &tr.attn}}) {
+        if (dst->empty()) continue;
         const HookSite site{point, l};
         (*dst)[at] = mean_prob([&](Hooks& h) { h.replace(site, clean.cached(site), {t}); });
       }

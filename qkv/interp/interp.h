@@ -69,7 +69,7 @@ struct CausalTrace {
   int L = 0, T = 0;
   int32_t answer = 0;
   double clean_prob = 0, corrupt_prob = 0;
-  std::vector<double> hidden, mlp, attn;  // (L, T)
+  std::vector<double> hidden, mlp, attn;  // (L, T); mlp empty for attention-only models
 };
 CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_begin,
                          int subject_end, int32_t answer, int samples = 5, double noise_scale = 3.0,

@@ -220,13 +220,14 @@ document.getElementById("head").innerHTML = "<p>Model <b>" + esc(D.model) + "</b
 // Ablation: layers x (heads..., mlp) for zero and mean ablation.
 (function () {
   const layers = [...new Set(D.ablation.rows.map(r => r.layer))], heads = [...new Set(D.ablation.rows.filter(r => r.head >= 0).map(r => r.head))];
-  const cols = heads.length + 1, scale = Math.max(1e-9, ...D.ablation.rows.map(r => Math.max(Math.abs(r.zero_delta), Math.abs(r.mean_delta))));
+  const cols = heads.length + (D.ablation.rows.some(r => r.head < 0) ? 1 : 0), scale = Math.max(1e-9, ...D.ablation.rows.map(r => Math.max(Math.abs(r.zero_delta), Math.abs(r.mean_delta))));
   const div = document.getElementById("abl");
   div.innerHTML = "<p>Clean loss " + D.ablation.clean_loss.toFixed(4) + " nats. Columns: heads 0.." + (heads.length - 1) + ", then the MLP.</p>";
   for (const kind of ["zero_delta", "mean_delta"]) {
     const v = [];
+    const hasMlp = D.ablation.rows.some(r => r.head < 0);
     for (const l of layers) { for (const h of heads) v.push(D.ablation.rows.find(r => r.layer === l && r.head === h)[kind]);
-      v.push(D.ablation.rows.find(r => r.layer === l && r.head < 0)[kind]); }
+      if (hasMlp) v.push(D.ablation.rows.find(r => r.layer === l && r.head < 0)[kind]); }
     const wrap = document.createElement("div"); wrap.style.display = "inline-block"; wrap.style.marginRight = "24px";
     const cap = document.createElement("div"); cap.className = "cell"; cap.textContent = kind === "zero_delta" ? "zeroed" : "mean-ablated"; wrap.appendChild(cap);
     wrap.appendChild(heatmap(v, layers.length, cols, 22, x => diverging(x, scale),
@@ -244,11 +245,12 @@ document.getElementById("head").innerHTML = "<p>Model <b>" + esc(D.model) + "</b
     ": p = " + t.clean_prob.toFixed(4) + " clean, " + t.corrupt_prob.toFixed(4) + " corrupted. Each cell: p after restoring that layer's state at that position.</p>";
   const px = Math.max(10, Math.min(28, Math.floor(420 / T)));
   for (const [key, name] of [["hidden", "hidden state"], ["mlp", "MLP output"], ["attn", "attention output"]]) {
+    if (!t[key] || t[key].length === 0) continue;  // attention-only models have no MLP
     const wrap = document.createElement("div"); wrap.style.display = "inline-block"; wrap.style.marginRight = "24px";
     const cap = document.createElement("div"); cap.className = "cell"; cap.textContent = name + " (rows: positions, columns: layers)"; wrap.appendChild(cap);
     const v = []; for (let i = 0; i < T; i++) for (let l = 0; l < t.layers; l++) v.push(t[key][l * T + i]);
     // One scale for the three maps: from the lowest to the highest probability seen.
-    const all = t.hidden.concat(t.mlp, t.attn, [t.clean_prob, t.corrupt_prob]);
+    const all = t.hidden.concat(t.mlp || [], t.attn, [t.clean_prob, t.corrupt_prob]);
     const lo = Math.min(...all), hi = Math.max(lo + 1e-9, ...all);
     wrap.appendChild(heatmap(v, T, t.layers, px, x => blues((x - lo) / (hi - lo)),
       (i, l, x) => "position " + i + " " + tokText(i) + "\nlayer " + l + "\np(answer) " + x.toFixed(4)));

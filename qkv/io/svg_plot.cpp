@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 namespace qkv {
@@ -149,6 +150,32 @@ std::string svg_line_chart(const std::string& title, const std::vector<PlotPanel
         "<text x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" transform=\"rotate(-90 {0} {1})\">{2}"
         "</text>\n",
         x0 - 52, y0 + ph / 2, esc(p.ylabel));
+    // The legend goes in the corner with the fewest data points under it, drawn over the data.
+    const double lw = 190, lh = 16.0 * double(p.series.size()) + 8;
+    double lx = x0 + 6, ly0 = y0 + 6;
+    {
+      size_t best = SIZE_MAX;
+      for (int corner = 0; corner < 4; ++corner) {
+        const double cx = corner & 1 ? x0 + pw - lw - 6 : x0 + 6;
+        const double cy = corner & 2 ? y0 + ph - lh - 6 : y0 + 6;
+        size_t n = 0;
+        for (const auto& se : p.series)
+          for (size_t i = 0; i < se.x.size() && i < se.y.size(); ++i)
+            if (usable(se.x[i], p.log_x) && usable(se.y[i], p.log_y)) {
+              const double X = px(se.x[i]), Y = py(se.y[i]);
+              n += X >= cx && X <= cx + lw && Y >= cy && Y <= cy + lh;
+            }
+        if (n < best) {
+          best = n;
+          lx = cx;
+          ly0 = cy;
+        }
+      }
+    }
+    std::string legend = fmt::format(
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"white\" "
+        "fill-opacity=\"0.85\"/>\n",
+        lx, ly0, lw, lh);
     for (size_t si = 0; si < p.series.size(); ++si) {
       const PlotSeries& se = p.series[si];
       const char* color = kColors[si % (sizeof kColors / sizeof kColors[0])];
@@ -169,12 +196,13 @@ std::string svg_line_chart(const std::string& title, const std::vector<PlotPanel
       if (!path.empty())
         s += fmt::format("<path d=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", path,
                          color);
-      const double ly = y0 + 14 + 16 * double(si);
-      s += fmt::format(
+      const double ly = ly0 + 12 + 16 * double(si);
+      legend += fmt::format(
           "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{3}\" stroke-width=\"2\"/>"
           "<text x=\"{4}\" y=\"{5}\">{6}</text>\n",
-          x0 + 10, ly, x0 + 30, color, x0 + 36, ly + 4, esc(se.name));
+          lx + 6, ly, lx + 26, color, lx + 32, ly + 4, esc(se.name));
     }
+    s += legend;
   }
   s += "</svg>\n";
   return s;

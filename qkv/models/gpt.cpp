@@ -81,12 +81,15 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     o.attn_b = bias ? add(p + "attn.c_attn.bias", {3 * C}, false) : kNone;
     o.attnproj_w = add(p + "attn.c_proj.weight", {C, C}, true);
     o.attnproj_b = bias ? add(p + "attn.c_proj.bias", {C}, false) : kNone;
-    o.ln2_w = add(p + "ln_2.weight", {C}, false);
-    o.ln2_b = bias ? add(p + "ln_2.bias", {C}, false) : kNone;
-    o.fc_w = add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
-    o.fc_b = bias ? add(p + "mlp.c_fc.bias", {4 * C}, false) : kNone;
-    o.fcproj_w = add(p + "mlp.c_proj.weight", {4 * C, C}, true);
-    o.fcproj_b = bias ? add(p + "mlp.c_proj.bias", {C}, false) : kNone;
+    o.ln2_w = o.ln2_b = o.fc_w = o.fc_b = o.fcproj_w = o.fcproj_b = kNone;
+    if (config_.mlp) {
+      o.ln2_w = add(p + "ln_2.weight", {C}, false);
+      o.ln2_b = bias ? add(p + "ln_2.bias", {C}, false) : kNone;
+      o.fc_w = add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
+      o.fc_b = bias ? add(p + "mlp.c_fc.bias", {4 * C}, false) : kNone;
+      o.fcproj_w = add(p + "mlp.c_proj.weight", {4 * C, C}, true);
+      o.fcproj_b = bias ? add(p + "mlp.c_proj.bias", {C}, false) : kNone;
+    }
     layer_.push_back(o);
   }
   lnf_w_ = add("ln_f.weight", {C}, false);
@@ -211,6 +214,12 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
                        prec_);
     hook(HookPoint::AttnOut, l, L + la.res2, C);
     cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
+    if (!c.mlp) {  // attention-only: the block's output is res2 (kept in res3's slot)
+      std::memcpy(L + la.res3, L + la.res2, sizeof(float) * size_t(N) * C);
+      hook(HookPoint::ResidPost, l, L + la.res3, C);
+      x = L + la.res3;
+      continue;
+    }
     cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
                            opt(w.ln2_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C, prec_);
@@ -278,15 +287,17 @@ void GPT::backward(float loss_scale) {
     const float* x =
         l == 0 ? A + act_encoded_ : A + act_layer_ + act_layer_stride_ * (l - 1) + la.res3;
     float* dres = D + g_dres;
-    // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
-    nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
-                        P + w.fcproj_w, N, 4 * C, C, false, prec_);
-    std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
-    cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
-    nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w, N,
-                        C, 4 * C, false, prec_);
-    cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
-                            L + la.ln2_mean, L + la.ln2_rstd, N, C);
+    if (c.mlp) {
+      // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
+      nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
+                          P + w.fcproj_w, N, 4 * C, C, false, prec_);
+      std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
+      cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
+      nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
+                          N, C, 4 * C, false, prec_);
+      cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2,
+                              P + w.ln2_w, L + la.ln2_mean, L + la.ln2_rstd, N, C);
+    }
     // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
                         P + w.attnproj_w, N, C, C, false, prec_);
@@ -357,6 +368,7 @@ std::vector<GPT::MatrixSlot> GPT::matrix_slots() const {
   for (const LayerOffsets& w : layer_) {
     out.push_back({index_of(w.attn_w), C, 3 * C, false});
     out.push_back({index_of(w.attnproj_w), C, C, false});
+    if (!config_.mlp) continue;
     out.push_back({index_of(w.fc_w), C, 4 * C, false});
     out.push_back({index_of(w.fcproj_w), 4 * C, C, false});
   }
@@ -490,7 +502,8 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
-    infer_linear(qkv, ln, n, 4 * l + 0, w.attn_w, w.attn_b, C, 3 * C);
+    const int slot0 = l * (c.mlp ? 4 : 2);  // this layer's first entry in packed_
+    infer_linear(qkv, ln, n, slot0 + 0, w.attn_w, w.attn_b, C, 3 * C);
     AttnArgs<float> a;
     c.apply_attention(a);
     a.B = 1;
@@ -529,12 +542,13 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
     a.o_st = C;
     a.o_sh = HS;
     cpu::attention_forward(a);
-    infer_linear(tmp, atty, n, 4 * l + 1, w.attnproj_w, w.attnproj_b, C, C);
+    infer_linear(tmp, atty, n, slot0 + 1, w.attnproj_w, w.attnproj_b, C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+    if (!c.mlp) continue;
     norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
-    infer_linear(fch, ln, n, 4 * l + 2, w.fc_w, w.fc_b, C, 4 * C);
+    infer_linear(fch, ln, n, slot0 + 2, w.fc_w, w.fc_b, C, 4 * C);
     cpu::gelu_forward(fch, fch, int64_t(n) * 4 * C);
-    infer_linear(tmp, fch, n, 4 * l + 3, w.fcproj_w, w.fcproj_b, 4 * C, C);
+    infer_linear(tmp, fch, n, slot0 + 3, w.fcproj_w, w.fcproj_b, 4 * C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
   }
   cache_len_ += n;

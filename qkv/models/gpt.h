@@ -116,7 +116,8 @@ class GPT {
   // logits (rows, V) = ln_f-normed rows (rows, C) @ wte^T, with the inference weights.
   void lm_head(const float* x, int rows, float* logits);
   // (out, n) = inp (n, K) @ matrix + bias, with the inference weights: slot is the index in
-  // packed_ (layer * 4 + {0 c_attn, 1 attn c_proj, 2 c_fc, 3 mlp c_proj}).
+  // packed_ (layer * 4 + {0 c_attn, 1 attn c_proj, 2 c_fc, 3 mlp c_proj}; attention-only
+  // models: layer * 2 + {0, 1}).
   void infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
                     int K, int N);
   // The matmul weights the inference path can pack: offset, K, N, and whether the stored

@@ -49,11 +49,13 @@ void GPTConfig::validate(const std::string& where) const {
 
 int64_t GPTConfig::num_params() const {
   const int64_t C = n_embd, b = bias ? 1 : 0;
-  const int64_t per_layer = 2 * C + 2 * C * b        // ln_1, ln_2
-                            + C * 3 * C + 3 * C * b  // c_attn
-                            + C * C + C * b          // attn.c_proj
-                            + C * 4 * C + 4 * C * b  // c_fc
-                            + 4 * C * C + C * b;     // mlp.c_proj
+  const int64_t attn = C + C * b           // ln_1
+                       + C * 3 * C + 3 * C * b  // c_attn
+                       + C * C + C * b;         // attn.c_proj
+  const int64_t mlp_part = C + C * b            // ln_2
+                           + C * 4 * C + 4 * C * b  // c_fc
+                           + 4 * C * C + C * b;     // mlp.c_proj
+  const int64_t per_layer = attn + (mlp ? mlp_part : 0);
   const int64_t wpe = pos == PosEncoding::Learned ? int64_t(block_size) * C : 0;
   return int64_t(vocab_size) * C + wpe + n_layer * per_layer + C + C * b;
 }
@@ -73,6 +75,7 @@ nlohmann::json GPTConfig::to_json() const {
           {"tie_word_embeddings", true}};
   // qkv's own keys, written only when they differ from GPT-2 (plain GPT-2 files stay plain).
   if (pos != PosEncoding::Learned) j["pos"] = pos_name(pos);
+  if (!mlp) j["mlp"] = false;
   if (attention != AttnKind::Dense) j["attention"] = attention_name(attention);
   if (attention == AttnKind::Sliding) j["window"] = window;
   if (attention == AttnKind::BlockSparse) {
@@ -165,6 +168,10 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     QKV_CHECK(j[key].is_string(), "{}: '{}' must be a string, got {}", where, key, j[key].dump());
     return j[key].get<std::string>();
   };
+  if (j.contains("mlp")) {
+    QKV_CHECK(j["mlp"].is_boolean(), "{}: 'mlp' must be true or false", where);
+    c.mlp = j["mlp"].get<bool>();
+  }
   if (j.contains("pos")) c.pos = pos_from_name(get_string("pos"), where);
   if (j.contains("attention")) c.attention = attention_from_name(get_string("attention"), where);
   get_int("window", &c.window, false);

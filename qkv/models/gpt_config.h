@@ -25,6 +25,7 @@ struct GPTConfig {
   bool bias = true;
   float ln_eps = 1e-5f;
   PosEncoding pos = PosEncoding::Learned;
+  bool mlp = true;  // false: attention-only blocks (no ln_2, no MLP), "mlp": false in config.json
   // Attention rule (see kernel_args.h): dense, sliding (window), block_sparse (attn_block,
   // attn_local_blocks, attn_global) or linear.
   AttnKind attention = AttnKind::Dense;

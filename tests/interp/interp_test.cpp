@@ -42,17 +42,19 @@ TEST(Interp, AttentionMapsEqualNaiveSoftmaxOfTheSameQueriesAndKeys) {
     GPT m = tiny_model(kind);
     const GPTConfig& c = m.config();
     const int T = 23, C = c.n_embd, HS = c.head_size();
-    const auto ids = ids_of(T, c.vocab_size, 1);
+    // Two sequences: the maps of the second one (batch offsets included).
+    const int B = 2;
+    const auto ids = ids_of(B * T, c.vocab_size, 1);
     Hooks hooks;
     for (int l = 0; l < c.n_layer; ++l) hooks.cache({HookPoint::Qkv, l});
     m.set_hooks(&hooks);
-    m.forward(ids.data(), nullptr, 1, T);
+    m.forward(ids.data(), nullptr, B, T);
     m.set_hooks(nullptr);
     std::vector<float> map(size_t(T) * T);
     for (int l = 0; l < c.n_layer; ++l)
       for (int h = 0; h < c.n_head; ++h) {
-        m.attention_map(l, 0, h, map.data());
-        const auto& qkv = hooks.cached({HookPoint::Qkv, l});
+        m.attention_map(l, 1, h, map.data());
+        const float* qkv = hooks.cached({HookPoint::Qkv, l}).data() + size_t(T) * 3 * C;
         for (int i = 0; i < T; ++i) {
           // The naive row: every score, the rule's mask, softmax (or linear weights), in double.
           std::vector<double> p(static_cast<size_t>(T), 0.0);

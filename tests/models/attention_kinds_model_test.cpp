@@ -77,6 +77,23 @@ TEST(AttentionRulesInGpt, BlockSparseAndLearnedSlidingCacheWithinTheContext) {
   }
 }
 
+// Attention-only blocks ("mlp": false): the cache path and the packed-weight slots follow.
+TEST(AttentionRulesInGpt, AttentionOnlyModelCachesAndPacks) {
+  GPTConfig c = rule_config(AttnKind::Dense, PosEncoding::Learned);
+  c.mlp = false;
+  GPT m(c);
+  m.init_weights(7);
+  EXPECT_EQ(int64_t(m.num_params() > 0), 1);
+  const auto ids = random_ids(40, 41, 8);
+  expect_cache_equals_recompute(m, ids, 3);
+  m.forward(ids.data(), nullptr, 1, 40);
+  std::vector<float> full(m.logits() + size_t(39) * 41, m.logits() + size_t(40) * 41);
+  m.set_inference_weights(GPT::Weights::BF16);
+  m.reset_cache();
+  const float* got = m.extend(ids.data(), 40);
+  EXPECT_LE(test::rel_err(got, full.data(), full.size()), 3e-2) << "bf16 packed slots";
+}
+
 TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
   auto load = [](const std::string& extra) {
     const std::string text = R"({"n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 64,

@@ -156,6 +156,9 @@ INSTANTIATE_TEST_SUITE_P(
                                  "--n-layer 2 --n-head 2 --n-embd 32 --block-size 96 --vocab-size "
                                  "50 --bias 1 --batch 2 --seq 90 --seed 6 --attention block_sparse "
                                  "--attn-block 8 --attn-local-blocks 1 --attn-global 3"},
+                      ParityCase{"attention_only",
+                                 "--n-layer 2 --n-head 4 --n-embd 32 --block-size 24 --vocab-size "
+                                 "31 --bias 1 --batch 2 --seq 24 --seed 8 --mlp 0"},
                       ParityCase{"linear",
                                  "--n-layer 2 --n-head 2 --n-embd 32 --block-size 80 --vocab-size "
                                  "50 --bias 1 --batch 2 --seq 80 --seed 7 --attention linear "

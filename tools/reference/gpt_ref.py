@@ -38,6 +38,8 @@ class GPT(torch.nn.Module):
             if bias: p[h + "attn.c_attn.bias"] = (3 * C,)
             p[h + "attn.c_proj.weight"] = (C, C)
             if bias: p[h + "attn.c_proj.bias"] = (C,)
+            if not cfg.get("mlp", True):
+                continue  # attention-only blocks
             p[h + "ln_2.weight"] = (C,)
             if bias: p[h + "ln_2.bias"] = (C,)
             p[h + "mlp.c_fc.weight"] = (C, 4 * C)
@@ -126,6 +128,8 @@ class GPT(torch.nn.Module):
             y = y @ self.P(h + "attn.c_proj.weight")
             if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")
             x = x + y
+            if not cfg.get("mlp", True):
+                continue
             m = F.layer_norm(x, (C,), self.P(h + "ln_2.weight"), self.opt(h + "ln_2.bias"), eps)
             m = m @ self.P(h + "mlp.c_fc.weight")
             if self.opt(h + "mlp.c_fc.bias") is not None: m = m + self.P(h + "mlp.c_fc.bias")
@@ -175,6 +179,8 @@ def parity(args):
            "activation_function": "gelu_new", "bias": bool(args.bias)}
     if args.pos != "learned":
         cfg["pos"] = args.pos
+    if not args.mlp:
+        cfg["mlp"] = False
     if args.attention != "dense":
         cfg["attention"] = args.attention
     if args.attention == "sliding":
@@ -284,6 +290,7 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mlp", type=int, default=1, help="0: attention-only blocks")
     p.add_argument("--grad-clip", type=float, default=0.5, help="must be below the gradient norm")
     p.add_argument("--pos", default="learned", choices=["learned", "sinusoidal"])
     p.add_argument("--attention", default="dense", choices=["dense", "sliding", "block_sparse", "linear"])
