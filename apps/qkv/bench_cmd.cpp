@@ -15,7 +15,7 @@ namespace qkv::app {
 
 void add_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "bench", "Measure speed: train, generate, gemm or attention (random weights)");
+      "bench", "Measure speed: train, forward, generate, gemm or attention (random weights)");
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
     std::string what, preset = "gpt2", dtype = "fp32", model;
@@ -24,16 +24,16 @@ void add_bench(CLI::App& app) {
     int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
     bool json = false, backward = true, trans_a = false, trans_b = false;
     // attention
-    std::string kind = "dense", out;
+    std::string kind = "dense", out, hooks = "none";
     std::optional<int> seq_len;
     int window = 256, attn_block = 64, attn_local_blocks = 1, attn_global = 64;
     int min_seq_len = 256, max_seq_len = 16384;
     bool bidirectional = false, sweep = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("what", a->what, "train, generate, gemm or attention")
+  cmd->add_option("what", a->what, "train, forward, generate, gemm or attention")
       ->required()
-      ->check(CLI::IsMember({"train", "generate", "gemm", "attention"}));
+      ->check(CLI::IsMember({"train", "forward", "generate", "gemm", "attention"}));
   cmd->add_option("--preset", a->preset, "Model preset (train, generate)")->capture_default_str();
   cmd->add_option("--model", a->model,
                   "generate: a model directory instead of a random --preset (e.g. to run the same "
@@ -57,6 +57,9 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--trans-b", a->trans_b, "GEMM: B stored transposed (N x K), as in dX = dY W^T");
   cmd->add_option("--heads", a->heads, "Attention heads")->capture_default_str();
   cmd->add_option("--head-dim", a->head_dim, "Attention head size")->capture_default_str();
+  cmd->add_option("--hooks", a->hooks,
+                  "forward: hooks at every site: none, noop (empty functions) or cache")
+      ->capture_default_str();
   cmd->add_option("--kind", a->kind,
                   "Attention rule: dense, sliding, block_sparse, linear (--sweep: a comma list, "
                   "default all four)")
@@ -122,6 +125,21 @@ void add_bench(CLI::App& app) {
             a->preset.c_str(), a->dtype.c_str(), a->batch_size, a->block_size, r.tokens_per_sec,
             r.gflops, 100 * r.gflops / peak, peak, peak_name, r.step.median, r.step.min,
             r.step.max);
+    } else if (a->what == "forward") {
+      QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
+                "--batch-size and --block-size must be >= 1");
+      auto r = perf::bench_forward(GPTConfig::preset(a->preset), a->batch_size, a->block_size,
+                                   a->steps, a->hooks);
+      j.update({{"preset", a->preset},
+                {"batch_size", a->batch_size},
+                {"block_size", a->block_size},
+                {"hooks", a->hooks},
+                {"tokens_per_sec", r.tokens_per_sec},
+                {"time", stats(r.time)}});
+      if (!a->json)
+        std::printf("forward %s B=%d T=%d hooks %s: %.0f tokens/s; %.4f s [%.4f, %.4f]\n",
+                    a->preset.c_str(), a->batch_size, a->block_size, a->hooks.c_str(),
+                    r.tokens_per_sec, r.time.median, r.time.min, r.time.max);
     } else if (a->what == "generate") {
       perf::GenerateBench r;
       if (a->model.empty()) {

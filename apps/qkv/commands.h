@@ -16,6 +16,7 @@ void add_init(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_experiment(CLI::App& app);
+void add_eval(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   qkv::app::add_perplexity(app);
   qkv::app::add_inspect(app);
   qkv::app::add_experiment(app);
+  qkv::app::add_eval(app);
   if (argc >= 2 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -95,6 +95,40 @@ TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std:
   return r;
 }
 
+ForwardBench bench_forward(const GPTConfig& cfg, int B, int T, int reps,
+                           const std::string& hooks_mode) {
+  QKV_CHECK(T <= cfg.block_size, "[bench] --block-size {} exceeds the model's context {}", T,
+            cfg.block_size);
+  QKV_CHECK(hooks_mode == "none" || hooks_mode == "noop" || hooks_mode == "cache",
+            "[bench] --hooks {}: expected none, noop or cache", hooks_mode);
+  GPT model(cfg);
+  model.init_weights(1);
+  Hooks hooks;
+  std::vector<HookSite> sites = {{HookPoint::Embed, -1}};
+  for (int l = 0; l < cfg.n_layer; ++l)
+    for (HookPoint p : {HookPoint::Qkv, HookPoint::Heads, HookPoint::AttnOut, HookPoint::MlpOut,
+                        HookPoint::ResidPost})
+      sites.push_back({p, l});
+  for (const auto& site : sites) {
+    if (hooks_mode == "noop") hooks.add(site, [](float*, int, int, int) {});
+    if (hooks_mode == "cache") hooks.cache(site);
+  }
+  model.set_hooks(&hooks);
+  Rng rng(7, 0);
+  std::vector<int32_t> x(size_t(B) * T);
+  for (auto& v : x) v = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+  std::vector<double> times;
+  for (int s = -2; s < reps; ++s) {
+    auto t0 = Clock::now();
+    model.forward(x.data(), nullptr, B, T);
+    if (s >= 0) times.push_back(since(t0));
+  }
+  ForwardBench r;
+  r.time = summarize(times);
+  r.tokens_per_sec = double(B) * T / r.time.median;
+  return r;
+}
+
 GenerateBench bench_generate(const GPTConfig& cfg, int prompt_tokens, int new_tokens, int reps,
                              const std::string& dtype) {
   QKV_CHECK(prompt_tokens >= 1 && prompt_tokens + new_tokens <= cfg.block_size,

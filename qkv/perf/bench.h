@@ -29,6 +29,15 @@ struct TrainBench {
 TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps,
                        const std::string& dtype = "fp32");
 
+// Forward passes only (no targets), with hooks at every site: "none" (the plain pass), "noop"
+// (a function that does nothing) or "cache" (a copy of every activation).
+struct ForwardBench {
+  double tokens_per_sec = 0;
+  Stats time;
+};
+ForwardBench bench_forward(const GPTConfig& cfg, int B, int T, int reps,
+                           const std::string& hooks_mode = "none");
+
 struct GenerateBench {
   double prefill_tokens_per_sec = 0, decode_tokens_per_sec = 0;
   Stats prefill, decode_token;

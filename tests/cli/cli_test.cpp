@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "qkv/core/file.h"
+#include "qkv/infer/fewshot.h"
 #include "qkv/interp/interp.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
@@ -324,6 +325,42 @@ TEST(Cli, InspectReportAndBadInput) {
   expect_user_error(base + "--prompt 'ROMEO: hi' --layer 2", "--layer 2 out of range");
   expect_user_error(base + "--prompt 'ROMEO: hi' --head -2", "--head -2 out of range");
   EXPECT_FALSE(fs::exists(d + "/x.html"));
+}
+
+// eval end to end: K-shot prompts from a task file, JSON out; bad task lines named by line.
+TEST(Cli, FewShotEval) {
+  const std::string d = test::temp_dir("eval"), m = d + "/m";
+  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 20").rc, 0);
+  std::string task;
+  for (const char* w : {"ROMEO", "JULIET", "TYBALT", "MERCUTIO", "BENVOLIO"})
+    task += std::string("{\"input\": \"Name: ") + w + "\\nSays: \", \"target\": \"" + w +
+            "\"}\n";
+  write_file_atomic(d + "/task.jsonl", task);
+  const std::string js = d + "/r.json";
+  ASSERT_EQ(test::run(test::qkv_exe() + " eval --model " + m + " --task " + d +
+                      "/task.jsonl --shots 2 --json >" + js),
+            0);
+  const auto j = nlohmann::json::parse(read_file(js));
+  EXPECT_EQ(j.at("examples"), 5);
+  EXPECT_EQ(j.at("shots"), 2);
+  EXPECT_LT(j.at("mean_target_loglik").get<double>(), 0.0);
+  EXPECT_GE(j.at("exact_match").get<double>(), 0.0);
+  EXPECT_LE(j.at("exact_match").get<double>(), 1.0);
+  // The library on the same model and task is the oracle.
+  GPT model = GPT::from_dir(m);
+  auto tok = load_tokenizer(m);
+  FewShotOptions o;
+  o.shots = 2;
+  const auto r = evaluate_fewshot(model, *tok, read_task_file(d + "/task.jsonl"), o);
+  EXPECT_NEAR(j.at("mean_target_loglik").get<double>(), r.mean_loglik(), 1e-9);
+
+  write_file_atomic(d + "/bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\nnot json\n");
+  expect_user_error("eval --model " + m + " --task " + d + "/bad.jsonl", "bad.jsonl:2: not valid JSON");
+  write_file_atomic(d + "/nolabel.jsonl", "{\"input\": \"a\"}\n");
+  expect_user_error("eval --model " + m + " --task " + d + "/nolabel.jsonl",
+                    "nolabel.jsonl:1: \"target\" is missing");
+  expect_user_error("eval --model " + m + " --task " + d + "/task.jsonl --shots 5",
+                    "--shots 5 needs at least 6 examples");
 }
 
 // quantize + generate + perplexity end to end: converting on load and loading a quantized

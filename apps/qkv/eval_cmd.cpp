@@ -1,0 +1,83 @@
+// qkv eval: few-shot evaluation of a model on a task file (exact match and log-likelihood).
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "apps/qkv/commands.h"
+#include "qkv/core/error.h"
+#include "qkv/infer/fewshot.h"
+#include "qkv/models/gpt.h"
+#include "qkv/tokenizer/tokenizer.h"
+
+namespace qkv::app {
+
+void add_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "eval", "Few-shot evaluation on a JSONL task file: exact match and target log-likelihood");
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  struct Args {
+    std::string model, task, dtype = "fp32", separator = "\\n";
+    FewShotOptions o;
+    int threads = 0;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--model", a->model, "Model directory")->required();
+  cmd->add_option("--task", a->task,
+                  "JSONL file, one {\"input\": ..., \"target\": ...} per line; the prompt is the "
+                  "shots' input+target+separator, then the query's input")
+      ->required();
+  cmd->add_option("--shots", a->o.shots, "Worked examples before each query (K)")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "Which examples are the shots")->capture_default_str();
+  cmd->add_option("--separator", a->separator,
+                  "Text after each shot's target (escapes: \\n, \\t)")
+      ->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "Inference weights: fp32, bf16 or int8")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
+      ->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([a] {
+    apply_threads(a->threads);
+    QKV_CHECK(a->o.shots >= 0, "--shots {} must be >= 0", a->o.shots);
+    a->o.separator.clear();
+    for (size_t i = 0; i < a->separator.size(); ++i) {
+      if (a->separator[i] == '\\' && i + 1 < a->separator.size()) {
+        const char c = a->separator[++i];
+        a->o.separator += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+      } else {
+        a->o.separator += a->separator[i];
+      }
+    }
+    const std::vector<TaskExample> task = read_task_file(a->task);
+    QKV_CHECK(a->o.shots < int(task.size()), "--shots {} needs at least {} examples; {} has {}",
+              a->o.shots, a->o.shots + 1, a->task, task.size());
+    GPT model = GPT::from_dir(a->model);
+    if (model.has_fp32_weights()) model.set_inference_weights(GPT::weights_from_name(a->dtype));
+    const auto tok = load_tokenizer(a->model);
+    const FewShotResult r = evaluate_fewshot(model, *tok, task, a->o);
+    if (a->json) {
+      nlohmann::ordered_json j = {{"model", a->model},
+                                  {"task", a->task},
+                                  {"shots", r.shots},
+                                  {"examples", r.examples},
+                                  {"exact_match", r.accuracy()},
+                                  {"exact", r.exact},
+                                  {"mean_target_loglik", r.mean_loglik()},
+                                  {"loglik_per_token", r.loglik_per_token()},
+                                  {"target_tokens", r.target_tokens},
+                                  {"truncated_prompts", r.truncated}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf(
+          "%d-shot on %d examples: exact match %.1f%% (%d), target log-likelihood %.4f nats "
+          "(%.4f per token)%s\n",
+          r.shots, r.examples, 100 * r.accuracy(), r.exact, r.mean_loglik(), r.loglik_per_token(),
+          r.truncated ? (", " + std::to_string(r.truncated) + " prompts cut to the context").c_str()
+                      : "");
+    }
+  });
+}
+
+}  // namespace qkv::app
