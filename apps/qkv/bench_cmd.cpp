@@ -42,7 +42,8 @@ void add_bench(CLI::App& app) {
                   "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX); int8 "
                   "(generate, gemm: int8 weights)")
       ->capture_default_str();
-  cmd->add_option("--batch-size", a->batch_size, "Batch (train; attention: default 1)")->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Batch (train; attention: default 1)")
+      ->capture_default_str();
   cmd->add_option("--block-size", a->block_size, "Sequence length (train, attention)")
       ->capture_default_str();
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prefill length (generate)")

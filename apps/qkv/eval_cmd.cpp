@@ -29,8 +29,7 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--shots", a->o.shots, "Worked examples before each query (K)")
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Which examples are the shots")->capture_default_str();
-  cmd->add_option("--separator", a->separator,
-                  "Text after each shot's target (escapes: \\n, \\t)")
+  cmd->add_option("--separator", a->separator, "Text after each shot's target (escapes: \\n, \\t)")
       ->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Inference weights: fp32, bf16 or int8")
       ->capture_default_str()

@@ -108,17 +108,16 @@ void add_inspect(CLI::App& app) {
     r.dla_token_text = r.vocab_text[size_t(top[0].token)];
     r.ablation = T >= 2 ? interp::ablations(model, ids) : interp::Ablations{};
     if (answer >= 0)
-      r.trace = interp::causal_trace(model, ids, r.subject_begin, r.subject_end, answer,
-                                     a->samples);
+      r.trace =
+          interp::causal_trace(model, ids, r.subject_begin, r.subject_end, answer, a->samples);
     if (!a->out.empty()) {
       write_file_atomic(a->out, interp::report_html(r));
       if (!a->json) std::printf("wrote %s\n", a->out.c_str());
     }
     if (a->json)
-      std::printf("%s\n",
-                  interp::report_json(r)
-                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                      .c_str());
+      std::printf("%s\n", interp::report_json(r)
+                              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                              .c_str());
   });
 }
 

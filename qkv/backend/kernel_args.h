@@ -31,7 +31,7 @@ struct AttnArgs {
   int q_offset = 0;
   bool causal = true;
   AttnKind kind = AttnKind::Dense;
-  int window = 0;                           // Sliding
+  int window = 0;                               // Sliding
   int block = 0, local_blocks = 0, global = 0;  // BlockSparse
   // Linear forward only: running sums (B, NH, HS*HS + HS) = (S, z) of the keys before this call's
   // first key; read first and updated in place, so generation carries O(1) state per head. The

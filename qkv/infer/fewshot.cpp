@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qkv/core/error.h"
+#include "qkv/core/logprob.h"
 #include "qkv/core/rng.h"
 
 namespace qkv {
@@ -70,8 +71,9 @@ FewShotResult evaluate_fewshot(GPT& model, const Tokenizer& tok,
     QKV_CHECK(!target.empty(), "example {}: the target encodes to no tokens", q + 1);
     // The target follows the prompt; its last token is never fed.
     const int need = int(target.size()) - 1;
-    QKV_CHECK(need + 1 < ctx, "example {}: the target alone ({} tokens) does not fit the context {}",
-              q + 1, target.size(), ctx);
+    QKV_CHECK(need + 1 < ctx,
+              "example {}: the target alone ({} tokens) does not fit the context {}", q + 1,
+              target.size(), ctx);
     if (int(prompt.size()) + need > ctx) {
       prompt.erase(prompt.begin(), prompt.end() - (ctx - need));  // keep the end: the query
       ++r.truncated;
@@ -83,16 +85,8 @@ FewShotResult evaluate_fewshot(GPT& model, const Tokenizer& tok,
     for (size_t i = 0; i < target.size(); ++i) {
       const int32_t t = target[i];
       QKV_CHECK(t >= 0 && t < V, "example {}: token {} outside the model's vocabulary", q + 1, t);
-      double mx = logits[0];
-      int32_t best = 0;
-      for (int v = 1; v < V; ++v)
-        if (logits[v] > mx) {
-          mx = logits[v];
-          best = v;
-        }
-      double s = 0;
-      for (int v = 0; v < V; ++v) s += std::exp(double(logits[v]) - mx);
-      r.loglik_sum += double(logits[t]) - mx - std::log(s);
+      const int32_t best = int32_t(std::max_element(logits, logits + V) - logits);
+      r.loglik_sum += log_softmax_at(logits, V, t);
       exact &= best == t;
       if (i + 1 < target.size()) logits = model.extend(&target[i], 1);
     }

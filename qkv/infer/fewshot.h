@@ -23,16 +23,16 @@ std::vector<TaskExample> read_task_file(const std::string& path);
 
 struct FewShotOptions {
   int shots = 0;
-  uint64_t seed = 1;        // which examples serve as shots (never the query itself)
+  uint64_t seed = 1;             // which examples serve as shots (never the query itself)
   std::string separator = "\n";  // after each shot's target
 };
 
 struct FewShotResult {
   int examples = 0, shots = 0;
-  int exact = 0;              // greedy decoding reproduces the target's tokens exactly
-  double loglik_sum = 0;      // sum over examples of log p(target | prompt), nats
+  int exact = 0;          // greedy decoding reproduces the target's tokens exactly
+  double loglik_sum = 0;  // sum over examples of log p(target | prompt), nats
   int64_t target_tokens = 0;
-  int truncated = 0;          // prompts whose earliest shots were cut to fit the context
+  int truncated = 0;  // prompts whose earliest shots were cut to fit the context
   double accuracy() const { return examples ? double(exact) / examples : 0; }
   double mean_loglik() const { return examples ? loglik_sum / examples : 0; }
   double loglik_per_token() const { return target_tokens ? loglik_sum / double(target_tokens) : 0; }

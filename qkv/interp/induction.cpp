@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qkv/core/error.h"
+#include "qkv/core/logprob.h"
 #include "qkv/core/rng.h"
 #include "qkv/io/svg_plot.h"
 #include "qkv/models/gpt.h"
@@ -41,14 +42,6 @@ void make_batch(const InductionOptions& o, Rng& rng, std::vector<int32_t>& x,
     std::copy(seq.begin() + 1, seq.begin() + T + 1, y.begin() + ptrdiff_t(b) * T);
     if (layout) layout->push_back({a, L, second});
   }
-}
-
-double log_softmax_at(const float* lg, int V, int32_t t) {
-  double mx = lg[0];
-  for (int v = 1; v < V; ++v) mx = std::max(mx, double(lg[v]));
-  double s = 0;
-  for (int v = 0; v < V; ++v) s += std::exp(double(lg[v]) - mx);
-  return double(lg[t]) - mx - std::log(s);
 }
 
 // Scores on a fixed evaluation batch.
@@ -232,14 +225,22 @@ std::string induction_json(const std::vector<InductionRun>& runs) {
                        {"copying", p.copying}});
     nlohmann::json heads = nlohmann::json::array();
     for (int i : r.induction_heads)
-      heads.push_back({{"head", r.head_name(i)}, {"prefix_matching", r.curve.back().prefix[size_t(i)]},
+      heads.push_back({{"head", r.head_name(i)},
+                       {"prefix_matching", r.curve.back().prefix[size_t(i)]},
                        {"copying", r.curve.back().copying[size_t(i)]}});
     const auto& o = r.opt;
     all.push_back({{"variant", variant(r)},
                    {"config",
-                    {{"n_layer", o.n_layer}, {"n_head", o.n_head}, {"n_embd", o.n_embd},
-                     {"vocab", o.vocab}, {"seq_len", o.seq_len}, {"batch", o.batch},
-                     {"steps", o.steps}, {"lr", o.lr}, {"seed", o.seed}, {"mlp", o.mlp}}},
+                    {{"n_layer", o.n_layer},
+                     {"n_head", o.n_head},
+                     {"n_embd", o.n_embd},
+                     {"vocab", o.vocab},
+                     {"seq_len", o.seq_len},
+                     {"batch", o.batch},
+                     {"steps", o.steps},
+                     {"lr", o.lr},
+                     {"seed", o.seed},
+                     {"mlp", o.mlp}}},
                    {"icl_drop", r.icl_drop},
                    {"phase_change_step", r.phase_change_step},
                    {"induction_heads", heads},
@@ -284,14 +285,19 @@ std::string induction_html(const std::vector<InductionRun>& runs) {
         "just before step {}. Induction heads at the end (prefix matching &gt; 0.5): {}.</p>\n",
         variant(r), r.curve.front().icl_score, r.curve.back().icl_score, r.icl_drop,
         r.phase_change_step, heads.empty() ? "none" : heads);
-    body += svg_line_chart(
-        title,
-        {PlotPanel{"losses and in-context score", "training step", "nats", 0, 0,
-                   {train, early, late, icl}},
-         PlotPanel{"prefix matching per head", "training step", "attention to the token after "
-                   "an earlier copy", 0, 0, prefix},
-         PlotPanel{"copying per head", "training step", "direct logit boost of the next token",
-                   0, 0, copying}});
+    body +=
+        svg_line_chart(title, {PlotPanel{"losses and in-context score",
+                                         "training step",
+                                         "nats",
+                                         0,
+                                         0,
+                                         {train, early, late, icl}},
+                               PlotPanel{"prefix matching per head", "training step",
+                                         "attention to the token after "
+                                         "an earlier copy",
+                                         0, 0, prefix},
+                               PlotPanel{"copying per head", "training step",
+                                         "direct logit boost of the next token", 0, 0, copying}});
   }
   return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qkv "
          "experiment induction</title><style>body{font:14px/1.4 system-ui,sans-serif;margin:"

@@ -35,8 +35,8 @@ struct InductionPoint {
 struct InductionRun {
   InductionOptions opt;
   std::vector<InductionPoint> curve;
-  double icl_drop = 0;              // first ICL score minus the last (nats)
-  int phase_change_step = -1;       // where the ICL score fell fastest
+  double icl_drop = 0;               // first ICL score minus the last (nats)
+  int phase_change_step = -1;        // where the ICL score fell fastest
   std::vector<int> induction_heads;  // layer * n_head + head, prefix score > 0.5 at the end
   std::string head_name(int i) const;
 };

@@ -6,6 +6,7 @@
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
+#include "qkv/core/logprob.h"
 #include "qkv/core/rng.h"
 
 namespace qkv::interp {
@@ -23,21 +24,13 @@ void run(GPT& m, const std::vector<int32_t>& ids, const Hooks* hooks) {
   m.set_hooks(nullptr);
 }
 
-// log-softmax value of `token` in a row of V logits.
-double log_prob(const float* logits, int V, int32_t token) {
-  double mx = logits[0];
-  for (int v = 1; v < V; ++v) mx = std::max(mx, double(logits[v]));
-  double s = 0;
-  for (int v = 0; v < V; ++v) s += std::exp(double(logits[v]) - mx);
-  return double(logits[token]) - mx - std::log(s);
-}
-
 // Mean next-token loss of the last forward over the prompt (0 for one token).
 double prompt_loss(const GPT& m, const std::vector<int32_t>& ids) {
   const int V = m.config().vocab_size, T = int(ids.size());
   if (T < 2) return 0;
   double sum = 0;
-  for (int t = 0; t + 1 < T; ++t) sum -= log_prob(m.logits() + size_t(t) * V, V, ids[size_t(t) + 1]);
+  for (int t = 0; t + 1 < T; ++t)
+    sum -= log_softmax_at(m.logits() + size_t(t) * V, V, ids[size_t(t) + 1]);
   return sum / (T - 1);
 }
 
@@ -96,11 +89,12 @@ LogitLens logit_lens(GPT& m, const std::vector<int32_t>& ids, int k) {
     for (int t = 0; t < T; ++t) {
       const float* lg = logits.data() + size_t(t) * V;
       std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                        [&](int32_t a, int32_t b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); });
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return lg[a] > lg[b] || (lg[a] == lg[b] && a < b);
+      });
       for (int i = 0; i < k; ++i)
-        lens.top[(size_t(row) * T + t) * k + i] = {order[size_t(i)],
-                                                   float(std::exp(log_prob(lg, V, order[size_t(i)])))};
+        lens.top[(size_t(row) * T + t) * k + i] = {
+            order[size_t(i)], float(std::exp(log_softmax_at(lg, V, order[size_t(i)])))};
     }
     if (row == L) lens.last_logits = logits;
   }
@@ -152,8 +146,8 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
     for (int i = 0; i < C; ++i) v[size_t(i)] = p[i];
     return contribution(v.data());
   };
-  out.parts.push_back(
-      {"embed", -1, -1, from_floats(hooks.cached({HookPoint::Embed, -1}).data() + size_t(pos) * C)});
+  out.parts.push_back({"embed", -1, -1,
+                       from_floats(hooks.cached({HookPoint::Embed, -1}).data() + size_t(pos) * C)});
   for (int l = 0; l < L; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     const float* heads = hooks.cached({HookPoint::Heads, l}).data() + size_t(pos) * C;
@@ -249,7 +243,7 @@ CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_be
   }
   run(m, ids, &clean);
   auto answer_prob = [&] {
-    return std::exp(log_prob(m.logits() + size_t(T - 1) * V, V, answer));
+    return std::exp(log_softmax_at(m.logits() + size_t(T - 1) * V, V, answer));
   };
   CausalTrace tr;
   tr.L = L;
@@ -264,7 +258,8 @@ CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_be
     s1 += wte[i];
     s2 += double(wte[i]) * wte[i];
   }
-  const double sigma = noise_scale * std::sqrt(std::max(0.0, s2 / double(nw) - (s1 / nw) * (s1 / nw)));
+  const double sigma =
+      noise_scale * std::sqrt(std::max(0.0, s2 / double(nw) - (s1 / nw) * (s1 / nw)));
   std::vector<std::vector<float>> noise(static_cast<size_t>(samples));
   for (int s = 0; s < samples; ++s) {
     Rng rng(seed, uint64_t(s));
@@ -296,9 +291,9 @@ CausalTrace causal_trace(GPT& m, const std::vector<int32_t>& ids, int subject_be
   for (int l = 0; l < L; ++l)
     for (int t = 0; t < T; ++t) {
       const size_t at = size_t(l) * T + t;
-      for (auto [point, dst] : {std::pair{HookPoint::ResidPost, &tr.hidden},
-                                std::pair{HookPoint::MlpOut, &tr.mlp},
-                                std::pair{HookPoint::AttnOut, &tr.attn}}) {
+      for (auto [point, dst] :
+           {std::pair{HookPoint::ResidPost, &tr.hidden}, std::pair{HookPoint::MlpOut, &tr.mlp},
+            std::pair{HookPoint::AttnOut, &tr.attn}}) {
         if (dst->empty()) continue;
         const HookSite site{point, l};
         (*dst)[at] = mean_prob([&](Hooks& h) { h.replace(site, clean.cached(site), {t}); });

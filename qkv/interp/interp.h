@@ -16,7 +16,8 @@ namespace qkv::interp {
 void check_prompt(const GPT& m, const std::vector<int32_t>& ids);
 
 // All attention maps of the prompt: [layer][head] -> (T, T) row-major probabilities.
-std::vector<std::vector<std::vector<float>>> attention_maps(GPT& m, const std::vector<int32_t>& ids);
+std::vector<std::vector<std::vector<float>>> attention_maps(GPT& m,
+                                                            const std::vector<int32_t>& ids);
 
 // The logit lens: the residual stream after the embeddings (row 0) and after each block (row
 // l + 1) read out through ln_f and the unembedding, at every position: top-k next tokens.

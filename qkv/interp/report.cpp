@@ -44,7 +44,8 @@ nlohmann::json report_json(const InspectReport& r) {
   j["logit_lens"] = lens;
   nlohmann::json parts = nlohmann::json::array();
   for (const auto& p : r.dla.parts)
-    parts.push_back({{"name", p.name}, {"layer", p.layer}, {"head", p.head}, {"value", r5(p.value)}});
+    parts.push_back(
+        {{"name", p.name}, {"layer", p.layer}, {"head", p.head}, {"value", r5(p.value)}});
   j["direct_logit_attribution"] = {{"position", r.dla.pos},
                                    {"token", r.dla.token},
                                    {"text", r.dla_token_text},

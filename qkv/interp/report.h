@@ -13,8 +13,8 @@ namespace qkv::interp {
 
 struct InspectReport {
   std::string model, prompt;
-  std::vector<std::string> tokens;  // the prompt's tokens as text
-  std::vector<int> layers, heads;   // which attention maps (all by default)
+  std::vector<std::string> tokens;                    // the prompt's tokens as text
+  std::vector<int> layers, heads;                     // which attention maps (all by default)
   std::vector<std::vector<std::vector<float>>> maps;  // [layer][head] (T, T), all layers/heads
   LogitLens lens;
   std::vector<std::string> vocab_text;  // token id -> text, for the lens (only ids used)

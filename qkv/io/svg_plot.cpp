@@ -11,8 +11,8 @@ namespace qkv {
 
 namespace {
 constexpr double kPanelW = 460, kPanelH = 340, kLeft = 70, kRight = 20, kTop = 60, kBottom = 50;
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
-                         "#8c564b", "#e377c2"};
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                         "#ff7f0e", "#17becf", "#8c564b", "#e377c2"};
 
 std::string esc(const std::string& s) {
   std::string o;
@@ -31,9 +31,7 @@ std::string esc(const std::string& s) {
   return o;
 }
 
-bool usable(double v, double log_base) {
-  return std::isfinite(v) && (log_base == 0 || v > 0);
-}
+bool usable(double v, double log_base) { return std::isfinite(v) && (log_base == 0 || v > 0); }
 
 // One axis: maps data to [0, 1] and lists tick positions with labels.
 struct Axis {
@@ -110,9 +108,10 @@ std::string svg_line_chart(const std::string& title, const std::vector<PlotPanel
       "font-weight=\"bold\">{}</text>\n",
       W, H, W, H, W / 2, esc(title));
   if (!subtitle.empty())
-    s += fmt::format("<text x=\"{}\" y=\"40\" text-anchor=\"middle\" font-size=\"11\" "
-                     "fill=\"#555\">{}</text>\n",
-                     W / 2, esc(subtitle));
+    s += fmt::format(
+        "<text x=\"{}\" y=\"40\" text-anchor=\"middle\" font-size=\"11\" "
+        "fill=\"#555\">{}</text>\n",
+        W / 2, esc(subtitle));
   for (size_t pi = 0; pi < panels.size(); ++pi) {
     const PlotPanel& p = panels[pi];
     const double x0 = kPanelW * double(pi) + kLeft, y0 = 30 + kTop - 10;

@@ -71,7 +71,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
   };
   wte_ = add("wte.weight", {config_.vocab_size, C}, true);
   wpe_ = config_.pos == PosEncoding::Learned ? add("wpe.weight", {config_.block_size, C}, true)
-                                              : kNone;
+                                             : kNone;
   for (int l = 0; l < config_.n_layer; ++l) {
     std::string p = "h." + std::to_string(l) + ".";
     LayerOffsets o{};
@@ -295,8 +295,8 @@ void GPT::backward(float loss_scale) {
       cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
       nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
                           N, C, 4 * C, false, prec_);
-      cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2,
-                              P + w.ln2_w, L + la.ln2_mean, L + la.ln2_rstd, N, C);
+      cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
+                              L + la.ln2_mean, L + la.ln2_rstd, N, C);
     }
     // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
@@ -314,8 +314,8 @@ void GPT::backward(float loss_scale) {
     cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w,
                             L + la.ln1_mean, L + la.ln1_rstd, N, C);
   }
-  cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B,
-                        T, C);
+  cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B, T,
+                        C);
   have_targets_ = false;  // the logits buffer now holds gradients
 }
 
@@ -526,8 +526,7 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
       float* vc = kc + size_t(cache_cap_) * C;
       for (int i = 0; i < n; ++i) {
         std::memcpy(kc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
-        std::memcpy(vc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + 2 * C,
-                    sizeof(float) * C);
+        std::memcpy(vc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + 2 * C, sizeof(float) * C);
       }
       // Positions relative to the cache's first slot: the sliding rule only sees differences,
       // and the other rules never roll (base 0).

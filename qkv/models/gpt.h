@@ -43,8 +43,8 @@ class GPT {
   // LayerNorm gains 1. Deterministic in `seed`.
   void init_weights(uint64_t seed);
 
-  // ids, targets (B,T) with T <= config().max_positions(); targets may be null (no loss), and target < 0
-  // is ignored. Returns the mean loss over counted targets (0 without targets).
+  // ids, targets (B,T) with T <= config().max_positions(); targets may be null (no loss), and
+  // target < 0 is ignored. Returns the mean loss over counted targets (0 without targets).
   float forward(const int32_t* ids, const int32_t* targets, int B, int T);
   // Logits (B,T,V) of the last forward. Valid until backward() (which overwrites them).
   const float* logits() const { return acts_.data() + act_logits_; }

@@ -49,10 +49,10 @@ void GPTConfig::validate(const std::string& where) const {
 
 int64_t GPTConfig::num_params() const {
   const int64_t C = n_embd, b = bias ? 1 : 0;
-  const int64_t attn = C + C * b           // ln_1
-                       + C * 3 * C + 3 * C * b  // c_attn
-                       + C * C + C * b;         // attn.c_proj
-  const int64_t mlp_part = C + C * b            // ln_2
+  const int64_t attn = C + C * b                    // ln_1
+                       + C * 3 * C + 3 * C * b      // c_attn
+                       + C * C + C * b;             // attn.c_proj
+  const int64_t mlp_part = C + C * b                // ln_2
                            + C * 4 * C + 4 * C * b  // c_fc
                            + 4 * C * C + C * b;     // mlp.c_proj
   const int64_t per_layer = attn + (mlp ? mlp_part : 0);
@@ -62,17 +62,17 @@ int64_t GPTConfig::num_params() const {
 
 nlohmann::json GPTConfig::to_json() const {
   nlohmann::json j = {{"model_type", "gpt2"},
-          {"architectures", {"GPT2LMHeadModel"}},
-          {"n_layer", n_layer},
-          {"n_head", n_head},
-          {"n_embd", n_embd},
-          {"n_positions", block_size},
-          {"n_ctx", block_size},
-          {"vocab_size", vocab_size},
-          {"layer_norm_epsilon", ln_eps},
-          {"activation_function", "gelu_new"},
-          {"bias", bias},
-          {"tie_word_embeddings", true}};
+                      {"architectures", {"GPT2LMHeadModel"}},
+                      {"n_layer", n_layer},
+                      {"n_head", n_head},
+                      {"n_embd", n_embd},
+                      {"n_positions", block_size},
+                      {"n_ctx", block_size},
+                      {"vocab_size", vocab_size},
+                      {"layer_norm_epsilon", ln_eps},
+                      {"activation_function", "gelu_new"},
+                      {"bias", bias},
+                      {"tie_word_embeddings", true}};
   // qkv's own keys, written only when they differ from GPT-2 (plain GPT-2 files stay plain).
   if (pos != PosEncoding::Learned) j["pos"] = pos_name(pos);
   if (!mlp) j["mlp"] = false;

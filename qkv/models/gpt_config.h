@@ -13,7 +13,8 @@ namespace qkv {
 // Position information added to the token embeddings.
 enum class PosEncoding : uint8_t {
   Learned,     // GPT-2's trained table wpe (block_size x n_embd): positions < block_size only
-  Sinusoidal,  // the fixed sin/cos table of "Attention Is All You Need": no parameters, any position
+  Sinusoidal,  // the fixed sin/cos table of "Attention Is All You Need": no parameters, any
+               // position
 };
 
 struct GPTConfig {

@@ -29,7 +29,8 @@ std::string hook_name(const HookSite& s) {
 HookSite parse_hook_name(const std::string& name, int n_layer) {
   if (name == "embed") return {HookPoint::Embed, -1};
   const std::string forms =
-      "embed, blocks.L.attn.qkv, blocks.L.attn.heads, blocks.L.attn_out, blocks.L.mlp_out, blocks.L.resid_post";
+      "embed, blocks.L.attn.qkv, blocks.L.attn.heads, blocks.L.attn_out, blocks.L.mlp_out, "
+      "blocks.L.resid_post";
   QKV_CHECK(name.rfind("blocks.", 0) == 0, "unknown hook point '{}' (known: {})", name, forms);
   size_t dot = name.find('.', 7);
   QKV_CHECK(dot != std::string::npos && dot > 7, "unknown hook point '{}' (known: {})", name,
@@ -53,9 +54,8 @@ void Hooks::add(const HookSite& s, Fn fn) { fns_.emplace_back(s, std::move(fn));
 
 void Hooks::cache(const HookSite& s) {
   auto store = cache_;
-  add(s, [store, s](float* d, int B, int T, int W) {
-    (*store)[s].assign(d, d + size_t(B) * T * W);
-  });
+  add(s,
+      [store, s](float* d, int B, int T, int W) { (*store)[s].assign(d, d + size_t(B) * T * W); });
 }
 
 const std::vector<float>& Hooks::cached(const HookSite& s) const {

@@ -1,11 +1,11 @@
 #include "qkv/perf/bench.h"
 
+#include <fmt/format.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fmt/format.h>
 #include <new>
 #include <nlohmann/json.hpp>
 
@@ -228,10 +228,11 @@ int64_t visible_in_row(const AttentionBenchOptions& o, int64_t p) {
 AttentionBench bench_attention(const AttentionBenchOptions& o) {
   QKV_CHECK(o.B >= 1 && o.NH >= 1 && o.T >= 1 && o.HS >= 1 && o.reps >= 1,
             "[bench attention] sizes and repetitions must be >= 1");
-  QKV_CHECK(o.kind != AttnKind::Sliding || o.window >= 1, "[bench attention] window {} must be >= 1",
-            o.window);
-  QKV_CHECK(o.kind != AttnKind::BlockSparse || (o.block >= 1 && o.local_blocks >= 0 && o.global >= 0),
-            "[bench attention] block {} must be >= 1, local blocks and global >= 0", o.block);
+  QKV_CHECK(o.kind != AttnKind::Sliding || o.window >= 1,
+            "[bench attention] window {} must be >= 1", o.window);
+  QKV_CHECK(
+      o.kind != AttnKind::BlockSparse || (o.block >= 1 && o.local_blocks >= 0 && o.global >= 0),
+      "[bench attention] block {} must be >= 1, local blocks and global >= 0", o.block);
   const size_t C = size_t(o.NH) * o.HS, N = size_t(o.B) * o.T;
   auto qkv = random_vec(N * 3 * C, 3), dout = random_vec(N * C, 4);
   std::vector<float> out(N * C), dqkv(qkv.size());
@@ -286,8 +287,8 @@ AttentionBench bench_attention(const AttentionBenchOptions& o) {
 }
 
 std::string attention_sweep(const AttentionSweepOptions& o) {
-  QKV_CHECK(o.min_T >= 1 && o.max_T >= o.min_T, "[bench attention] bad sweep range {}..{}",
-            o.min_T, o.max_T);
+  QKV_CHECK(o.min_T >= 1 && o.max_T >= o.min_T, "[bench attention] bad sweep range {}..{}", o.min_T,
+            o.max_T);
   struct Row {
     AttnKind kind;
     int T;
@@ -303,8 +304,8 @@ std::string attention_sweep(const AttentionSweepOptions& o) {
       try {
         rows.push_back({k, int(T), bench_attention(b)});
       } catch (const std::bad_alloc&) {
-        stopped.push_back(fmt::format("{} stopped at T = {}: out of memory",
-                                      GPTConfig::attention_name(k), T));
+        stopped.push_back(
+            fmt::format("{} stopped at T = {}: out of memory", GPTConfig::attention_name(k), T));
         break;
       }
       if (o.progress)

@@ -62,8 +62,8 @@ struct AttentionBenchOptions {
   int B = 1, NH = 12, T = 1024, HS = 64;
   bool causal = true;
   AttnKind kind = AttnKind::Dense;
-  int window = 256;                                 // sliding
-  int block = 64, local_blocks = 1, global = 64;    // block_sparse
+  int window = 256;                               // sliding
+  int block = 64, local_blocks = 1, global = 64;  // block_sparse
   int reps = 3;
 };
 struct AttentionBench {

@@ -91,7 +91,8 @@ TEST(AttentionKinds, ReferenceGradientsMatchFiniteDifferences) {
         qkv[i] = keep - eps;
         const double lm = loss();
         qkv[i] = keep;
-        ASSERT_NEAR(dqkv[i], (lp - lm) / (2 * eps), 1e-6 + 1e-5 * std::abs(dqkv[i])) << "index " << i;
+        ASSERT_NEAR(dqkv[i], (lp - lm) / (2 * eps), 1e-6 + 1e-5 * std::abs(dqkv[i]))
+            << "index " << i;
       }
     }
 }
@@ -148,8 +149,8 @@ class AttentionKindsCpu : public test::IsaTest {};
 // Runs forward and backward of both backends on one packed-qkv problem and compares.
 void compare_with_reference(const Kind& k, bool causal, int B, int NH, int T, int HS,
                             const std::vector<int32_t>* lens, uint64_t seed) {
-  SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional") + " B=" +
-               std::to_string(B) + " T=" + std::to_string(T) + (lens ? " padded" : ""));
+  SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional") +
+               " B=" + std::to_string(B) + " T=" + std::to_string(T) + (lens ? " padded" : ""));
   const int C = NH * HS;
   auto qkv = randn(size_t(B) * T * 3 * C, seed);
   std::vector<float> o1(size_t(B) * T * C), o2(o1.size()), l1(size_t(B) * NH * T), l2(l1.size());

@@ -215,9 +215,10 @@ TEST(Cli, GenerateStreamsAndWarnsOnLongPrompt) {
 TEST(Cli, AttentionRulesTrainGenerateBench) {
   const std::string d = test::temp_dir("attn");
   const std::string m = d + "/sliding";
-  ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --attention sliding --window 8 --pos sinusoidal")
-                .rc,
-            0);
+  ASSERT_EQ(
+      run_qkv(small_train_args(corpus(), m) + " --attention sliding --window 8 --pos sinusoidal")
+          .rc,
+      0);
   const auto cfg = nlohmann::json::parse(read_file(m + "/config.json"));
   EXPECT_EQ(cfg.at("attention"), "sliding");
   EXPECT_EQ(cfg.at("window"), 8);
@@ -279,10 +280,10 @@ TEST(Cli, InspectReportAndBadInput) {
   ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 20").rc, 0);
   const std::string prompt = "ROMEO: What say";
   const std::string html = d + "/r.html", js = d + "/r.json";
-  ASSERT_EQ(test::run(test::qkv_exe() + " inspect --model " + m + " --prompt '" + prompt +
-                      "' --subject ROMEO --answer ' ' --samples 2 --out " + html + " --json >" +
-                      js),
-            0);
+  ASSERT_EQ(
+      test::run(test::qkv_exe() + " inspect --model " + m + " --prompt '" + prompt +
+                "' --subject ROMEO --answer ' ' --samples 2 --out " + html + " --json >" + js),
+      0);
   const auto j = nlohmann::json::parse(read_file(js));
   const std::string page = read_file(html);
   EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
@@ -333,8 +334,7 @@ TEST(Cli, FewShotEval) {
   ASSERT_EQ(run_qkv(small_train_args(corpus(), m) + " --max-iters 20").rc, 0);
   std::string task;
   for (const char* w : {"ROMEO", "JULIET", "TYBALT", "MERCUTIO", "BENVOLIO"})
-    task += std::string("{\"input\": \"Name: ") + w + "\\nSays: \", \"target\": \"" + w +
-            "\"}\n";
+    task += std::string("{\"input\": \"Name: ") + w + "\\nSays: \", \"target\": \"" + w + "\"}\n";
   write_file_atomic(d + "/task.jsonl", task);
   const std::string js = d + "/r.json";
   ASSERT_EQ(test::run(test::qkv_exe() + " eval --model " + m + " --task " + d +
@@ -355,7 +355,8 @@ TEST(Cli, FewShotEval) {
   EXPECT_NEAR(j.at("mean_target_loglik").get<double>(), r.mean_loglik(), 1e-9);
 
   write_file_atomic(d + "/bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\nnot json\n");
-  expect_user_error("eval --model " + m + " --task " + d + "/bad.jsonl", "bad.jsonl:2: not valid JSON");
+  expect_user_error("eval --model " + m + " --task " + d + "/bad.jsonl",
+                    "bad.jsonl:2: not valid JSON");
   write_file_atomic(d + "/nolabel.jsonl", "{\"input\": \"a\"}\n");
   expect_user_error("eval --model " + m + " --task " + d + "/nolabel.jsonl",
                     "nolabel.jsonl:1: \"target\" is missing");

@@ -1,5 +1,7 @@
 // Few-shot evaluation against a recomputation: the same prompt + target run through forward()
 // (no cache), log-softmax and argmax done here; shot selection and task-file errors.
+#include "qkv/infer/fewshot.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +9,6 @@
 
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
-#include "qkv/infer/fewshot.h"
 #include "qkv/models/gpt.h"
 #include "tests/test_paths.h"
 #include "tests/test_util.h"
@@ -110,14 +111,16 @@ TEST(FewShot, TaskFileErrorsNameTheLine) {
     }
     return "";
   };
-  EXPECT_NE(error_of("{\"input\": \"a\", \"target\": \"b\"}\n{oops\n").find("t.jsonl:2: not valid JSON"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("{\"input\": \"a\", \"target\": \"b\"}\n{oops\n").find("t.jsonl:2: not valid JSON"),
+      std::string::npos);
   EXPECT_NE(error_of("{\"input\": \"a\"}\n").find("t.jsonl:1: \"target\" is missing"),
             std::string::npos);
   EXPECT_NE(error_of("\n{\"input\": 3, \"target\": \"b\"}\n").find("t.jsonl:2: \"input\""),
             std::string::npos);
-  EXPECT_NE(error_of("{\"input\": \"a\", \"target\": \"\"}\n").find("t.jsonl:1: \"target\" is empty"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("{\"input\": \"a\", \"target\": \"\"}\n").find("t.jsonl:1: \"target\" is empty"),
+      std::string::npos);
   EXPECT_NE(error_of("[1, 2]\n").find("t.jsonl:1: expected an object"), std::string::npos);
   EXPECT_NE(error_of("\n\n").find("no examples"), std::string::npos);
   write_file_atomic(d + "/ok.jsonl", "{\"input\": \"a\", \"target\": \"b\", \"extra\": 1}\r\n\n");

@@ -2,11 +2,11 @@
 // random segments must show in-context learning (the score falls by at least 1 nat) and at least
 // one head that matches prefixes (> 0.5) by the end; the measurements are checked against their
 // definitions on the way (the score is late minus early loss, scores are probabilities).
+#include "qkv/interp/induction.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "qkv/interp/induction.h"
 
 namespace qkv {
 namespace {

@@ -2,6 +2,8 @@
 // against a naive softmax of the same queries and keys; the logit lens's last row against the
 // model's output; direct logit attribution summing to the logit; hook ablation against edited
 // weights; causal tracing's exact limits.
+#include "qkv/interp/interp.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,7 +13,6 @@
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
 #include "qkv/core/rng.h"
-#include "qkv/interp/interp.h"
 #include "qkv/models/gpt.h"
 #include "tests/test_util.h"
 
@@ -65,8 +66,9 @@ TEST(Interp, AttentionMapsEqualNaiveSoftmaxOfTheSameQueriesAndKeys) {
             for (int d = 0; d < HS; ++d) {
               const double q = qkv[size_t(i) * 3 * C + h * HS + d];
               const double k = qkv[size_t(j) * 3 * C + C + h * HS + d];
-              s += kind == AttnKind::Linear ? (q > 0 ? q + 1 : std::exp(q)) * (k > 0 ? k + 1 : std::exp(k))
-                                            : q * k;
+              s += kind == AttnKind::Linear
+                       ? (q > 0 ? q + 1 : std::exp(q)) * (k > 0 ? k + 1 : std::exp(k))
+                       : q * k;
             }
             p[size_t(j)] = kind == AttnKind::Linear ? s : s / std::sqrt(double(HS));
             mx = std::max(mx, p[size_t(j)]);
@@ -79,8 +81,8 @@ TEST(Interp, AttentionMapsEqualNaiveSoftmaxOfTheSameQueriesAndKeys) {
           double row_sum = 0;
           for (int j = 0; j < T; ++j) {
             const float got = map[size_t(i) * T + j];
-            ASSERT_NEAR(got, p[size_t(j)] / sum, 1e-6) << "layer " << l << " head " << h << " ("
-                                                       << i << ", " << j << ")";
+            ASSERT_NEAR(got, p[size_t(j)] / sum, 1e-6)
+                << "layer " << l << " head " << h << " (" << i << ", " << j << ")";
             if (j > i) {
               ASSERT_EQ(got, 0.0f) << "above the diagonal";
             }

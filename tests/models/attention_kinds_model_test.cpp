@@ -40,7 +40,8 @@ void expect_cache_equals_recompute(GPT& m, const std::vector<int32_t>& ids, int 
   const int V = m.config().vocab_size;
   m.reset_cache();
   for (int n = prompt; n <= int(ids.size()); ++n) {
-    const float* got = n == prompt ? m.extend(ids.data(), prompt) : m.extend(&ids[size_t(n - 1)], 1);
+    const float* got =
+        n == prompt ? m.extend(ids.data(), prompt) : m.extend(&ids[size_t(n - 1)], 1);
     std::vector<float> cached(got, got + V);
     m.forward(ids.data(), nullptr, 1, n);
     const float* full = m.logits() + size_t(n - 1) * V;
@@ -147,7 +148,8 @@ TEST(AttentionRulesInGpt, ConfigRoundTripKeepsTheRule) {
   }
   // Plain GPT-2 settings write none of qkv's own keys.
   const auto j = test::tiny_config(1, 1, 8, 8, 8).to_json();
-  for (const char* key : {"attention", "window", "attn_block", "pos"}) EXPECT_FALSE(j.contains(key));
+  for (const char* key : {"attention", "window", "attn_block", "pos"})
+    EXPECT_FALSE(j.contains(key));
 }
 
 }  // namespace

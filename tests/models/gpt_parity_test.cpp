@@ -65,8 +65,8 @@ TEST_P(GptParity, LogitsLossGradsAndAdamW) {
           model.attention_map(l, b, h, map.data());
           const float* r = ref.f32() + (size_t(b) * NH + h) * T * T;
           for (size_t i = 0; i < map.size(); ++i)
-            ASSERT_NEAR(map[i], r[i], 1e-5) << "attention map layer " << l << " b " << b << " h "
-                                            << h << " at " << i;
+            ASSERT_NEAR(map[i], r[i], 1e-5)
+                << "attention map layer " << l << " b " << b << " h " << h << " at " << i;
         }
     }
   }
