@@ -21,7 +21,7 @@ void add_train(CLI::App& app) {
     std::string preset = "baby";
     std::optional<int> n_layer, n_head, n_embd, block_size;
     std::optional<bool> bias;
-    std::optional<std::string> attention, pos;
+    std::optional<std::string> attention, pos, norm, activation;
     std::optional<int> window, attn_block, attn_local_blocks, attn_global;
     int threads = 0;
   };
@@ -49,6 +49,9 @@ void add_train(CLI::App& app) {
                   "block_sparse: neighbouring blocks each query sees on each side (default 1)");
   cmd->add_option("--attn-global", a->attn_global,
                   "block_sparse: leading tokens that see and are seen by every position");
+  cmd->add_option("--norm", a->norm, "Norm: layernorm (GPT-2, default) or rmsnorm (no bias)");
+  cmd->add_option("--activation", a->activation,
+                  "MLP activation: gelu (tanh form, default) or relu");
   cmd->add_option("--pos", a->pos,
                   "Positions: learned (GPT-2, default) or sinusoidal (fixed; with sliding or "
                   "linear attention, generation runs past --block-size)");
@@ -110,6 +113,16 @@ void add_train(CLI::App& app) {
     if (a->bias) c.bias = *a->bias;
     if (a->attention) c.attention = GPTConfig::attention_from_name(*a->attention, "--attention");
     if (a->pos) c.pos = GPTConfig::pos_from_name(*a->pos, "--pos");
+    if (a->norm) {
+      QKV_CHECK(*a->norm == "layernorm" || *a->norm == "rmsnorm",
+                "--norm: unknown '{}' (layernorm, rmsnorm)", *a->norm);
+      c.norm = *a->norm == "rmsnorm" ? GPTConfig::Norm::RMSNorm : GPTConfig::Norm::LayerNorm;
+    }
+    if (a->activation) {
+      QKV_CHECK(*a->activation == "gelu" || *a->activation == "relu",
+                "--activation: unknown '{}' (gelu, relu)", *a->activation);
+      c.act = *a->activation == "relu" ? GPTConfig::Act::ReLU : GPTConfig::Act::GeluTanh;
+    }
     if (a->window) c.window = *a->window;
     if (a->attn_block) c.attn_block = *a->attn_block;
     if (a->attn_local_blocks) c.attn_local_blocks = *a->attn_local_blocks;

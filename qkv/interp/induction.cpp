@@ -80,6 +80,7 @@ InductionPoint evaluate(GPT& m, const InductionOptions& o, const std::vector<int
   const auto& resid = hooks.cached({HookPoint::ResidPost, L - 1});
   const float* g = m.param("ln_f.weight");
   const float* wte = m.param("wte.weight");
+  const bool centred = c.norm == GPTConfig::Norm::LayerNorm;
   p.prefix.assign(size_t(L) * NH, 0.0);
   p.copying.assign(size_t(L) * NH, 0.0);
   std::vector<double> v(static_cast<size_t>(C)), mean_w(static_cast<size_t>(C), 0.0);
@@ -104,7 +105,7 @@ InductionPoint evaluate(GPT& m, const InductionOptions& o, const std::vector<int
           const float* r = resid.data() + (size_t(b) * T + i) * C;
           double mu = 0, var = 0;
           for (int k = 0; k < C; ++k) mu += r[k];
-          mu /= C;
+          mu = centred ? mu / C : 0;  // RMSNorm does not centre
           for (int k = 0; k < C; ++k) var += (r[k] - mu) * (r[k] - mu);
           const double rstd = 1.0 / std::sqrt(var / C + double(c.ln_eps));
           std::fill(v.begin(), v.end(), 0.0);
@@ -113,7 +114,7 @@ InductionPoint evaluate(GPT& m, const InductionOptions& o, const std::vector<int
             for (int k = 0; k < C; ++k) v[size_t(k)] += double(hv[d]) * wo[size_t(d) * C + k];
           double vm = 0;
           for (int k = 0; k < C; ++k) vm += v[size_t(k)];
-          vm /= C;
+          vm = centred ? vm / C : 0;
           const int32_t target = y[size_t(b) * T + i];
           double boost = 0;
           for (int k = 0; k < C; ++k)

@@ -34,7 +34,6 @@ double prompt_loss(const GPT& m, const std::vector<int32_t>& ids) {
   return sum / (T - 1);
 }
 
-const float* ln_f_bias(GPT& m) { return m.config().bias ? m.param("ln_f.bias") : nullptr; }
 }  // namespace
 
 void check_prompt(const GPT& m, const std::vector<int32_t>& ids) {
@@ -76,14 +75,12 @@ LogitLens logit_lens(GPT& m, const std::vector<int32_t>& ids, int k) {
   lens.T = T;
   lens.k = k;
   lens.top.resize(size_t(lens.rows) * T * size_t(k));
-  std::vector<float> ln(size_t(T) * C), mean(static_cast<size_t>(T)), rstd(static_cast<size_t>(T)),
-      logits(size_t(T) * V);
+  std::vector<float> ln(size_t(T) * C), logits(size_t(T) * V);
   std::vector<int32_t> order(static_cast<size_t>(V));
   for (int row = 0; row <= L; ++row) {
     const auto& x = row == 0 ? hooks.cached({HookPoint::Embed, -1})
                              : hooks.cached({HookPoint::ResidPost, row - 1});
-    cpu::layernorm_forward(ln.data(), mean.data(), rstd.data(), x.data(), m.param("ln_f.weight"),
-                           ln_f_bias(m), T, C, c.ln_eps);
+    m.final_norm(x.data(), T, ln.data());
     cpu::gemm(false, true, T, V, C, 1.0f, ln.data(), C, m.param("wte.weight"), C, 0.0f,
               logits.data(), V);
     for (int t = 0; t < T; ++t) {
@@ -126,6 +123,9 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
   double mean = 0, var = 0;
   for (int i = 0; i < C; ++i) mean += x[i];
   mean /= C;
+  // LayerNorm centres each write (its mean is subtracted); RMSNorm does not.
+  const bool centred = c.norm == GPTConfig::Norm::LayerNorm;
+  if (!centred) mean = 0;
   for (int i = 0; i < C; ++i) var += (x[i] - mean) * (x[i] - mean);
   const double rstd = 1.0 / std::sqrt(var / C + double(c.ln_eps));
   const float* g = m.param("ln_f.weight");
@@ -139,7 +139,7 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
       dot += v[i] * u[size_t(i)];
       vm += v[i];
     }
-    return dot - vm / C * usum;
+    return centred ? dot - vm / C * usum : dot;
   };
   std::vector<double> v(static_cast<size_t>(C));
   auto from_floats = [&](const float* p) {
@@ -167,7 +167,7 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
           {std::to_string(l) + ".mlp", l, -1,
            from_floats(hooks.cached({HookPoint::MlpOut, l}).data() + size_t(pos) * C)});
   }
-  if (c.bias) {
+  if (c.bias && c.norm == GPTConfig::Norm::LayerNorm) {
     const float* b = m.param("ln_f.bias");
     double s = 0;
     for (int i = 0; i < C; ++i) s += double(b[i]) * w[i];

@@ -61,6 +61,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
   config_.validate();
   const int C = config_.n_embd;
   const bool bias = config_.bias;
+  const bool norm_bias = bias && config_.norm == GPTConfig::Norm::LayerNorm;
   auto add = [&](const std::string& name, Shape shape, bool decay) {
     size_t n = 1;
     for (int64_t d : shape) n *= size_t(d);
@@ -76,7 +77,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     std::string p = "h." + std::to_string(l) + ".";
     LayerOffsets o{};
     o.ln1_w = add(p + "ln_1.weight", {C}, false);
-    o.ln1_b = bias ? add(p + "ln_1.bias", {C}, false) : kNone;
+    o.ln1_b = norm_bias ? add(p + "ln_1.bias", {C}, false) : kNone;
     o.attn_w = add(p + "attn.c_attn.weight", {C, 3 * C}, true);
     o.attn_b = bias ? add(p + "attn.c_attn.bias", {3 * C}, false) : kNone;
     o.attnproj_w = add(p + "attn.c_proj.weight", {C, C}, true);
@@ -84,7 +85,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     o.ln2_w = o.ln2_b = o.fc_w = o.fc_b = o.fcproj_w = o.fcproj_b = kNone;
     if (config_.mlp) {
       o.ln2_w = add(p + "ln_2.weight", {C}, false);
-      o.ln2_b = bias ? add(p + "ln_2.bias", {C}, false) : kNone;
+      o.ln2_b = norm_bias ? add(p + "ln_2.bias", {C}, false) : kNone;
       o.fc_w = add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
       o.fc_b = bias ? add(p + "mlp.c_fc.bias", {4 * C}, false) : kNone;
       o.fcproj_w = add(p + "mlp.c_proj.weight", {4 * C, C}, true);
@@ -93,7 +94,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     layer_.push_back(o);
   }
   lnf_w_ = add("ln_f.weight", {C}, false);
-  lnf_b_ = bias ? add("ln_f.bias", {C}, false) : kNone;
+  lnf_b_ = norm_bias ? add("ln_f.bias", {C}, false) : kNone;
   params_buf_.assign(n_params_, 0.0f);
 }
 
@@ -201,8 +202,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
-    cpu::layernorm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w,
-                           opt(w.ln1_b), N, C, c.ln_eps);
+    norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C,
+                 c.ln_eps);
     nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C, prec_);
     hook(HookPoint::Qkv, l, L + la.qkv, 3 * C);
     auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
@@ -220,10 +221,10 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
       x = L + la.res3;
       continue;
     }
-    cpu::layernorm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
-                           opt(w.ln2_b), N, C, c.ln_eps);
+    norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
+                 opt(w.ln2_b), N, C, c.ln_eps);
     nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C, prec_);
-    cpu::gelu_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
+    act_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
     nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C,
                        prec_);
     hook(HookPoint::MlpOut, l, L + la.res3, C);
@@ -231,8 +232,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
     hook(HookPoint::ResidPost, l, L + la.res3, C);
     x = L + la.res3;
   }
-  cpu::layernorm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
-                         opt(lnf_b_), N, C, c.ln_eps);
+  norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N, C,
+               c.ln_eps);
   // logits = ln_f(x) @ wte^T
   nn::matmul(prec_, false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f,
              A + act_logits_, V);
@@ -279,8 +280,8 @@ void GPT::backward(float loss_scale) {
              C);
   const float* x_last = A + act_layer_ + act_layer_stride_ * (c.n_layer - 1) + la.res3;
   std::fill(D + g_dres, D + g_dres + N * C, 0.0f);
-  cpu::layernorm_backward(D + g_dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
-                          A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
+  norm_backward(D + g_dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
+                A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
@@ -292,11 +293,11 @@ void GPT::backward(float loss_scale) {
       nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
                           P + w.fcproj_w, N, 4 * C, C, false, prec_);
       std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
-      cpu::gelu_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
+      act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
       nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
                           N, C, 4 * C, false, prec_);
-      cpu::layernorm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
-                              L + la.ln2_mean, L + la.ln2_rstd, N, C);
+      norm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
+                    L + la.ln2_mean, L + la.ln2_rstd, N, C);
     }
     // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
@@ -311,12 +312,50 @@ void GPT::backward(float loss_scale) {
     cpu::attention_backward(args);
     nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1,
                         P + w.attn_w, N, C, 3 * C, false, prec_);
-    cpu::layernorm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w,
-                            L + la.ln1_mean, L + la.ln1_rstd, N, C);
+    norm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w, L + la.ln1_mean,
+                  L + la.ln1_rstd, N, C);
   }
   cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B, T,
                         C);
   have_targets_ = false;  // the logits buffer now holds gradients
+}
+
+void GPT::norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+                       const float* b, int64_t N, int C, float eps) const {
+  if (config_.norm == GPTConfig::Norm::RMSNorm)
+    cpu::rmsnorm_forward(out, rstd, in, w, N, C, eps);
+  else
+    cpu::layernorm_forward(out, mean, rstd, in, w, b, N, C, eps);
+}
+
+void GPT::norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* in,
+                        const float* w, const float* mean, const float* rstd, int64_t N,
+                        int C) const {
+  if (config_.norm == GPTConfig::Norm::RMSNorm)
+    cpu::rmsnorm_backward(dinp, dw, dout, in, w, rstd, N, C);
+  else
+    cpu::layernorm_backward(dinp, dw, db, dout, in, w, mean, rstd, N, C);
+}
+
+void GPT::act_forward(float* out, const float* in, int64_t n) const {
+  if (config_.act == GPTConfig::Act::ReLU)
+    cpu::relu_forward(out, in, n);
+  else
+    cpu::gelu_forward(out, in, n);
+}
+
+void GPT::act_backward(float* dinp, const float* in, const float* dout, int64_t n) const {
+  if (config_.act == GPTConfig::Act::ReLU)
+    cpu::relu_backward(dinp, in, dout, n);
+  else
+    cpu::gelu_backward(dinp, in, dout, n);
+}
+
+void GPT::final_norm(const float* x, int rows, float* out) const {
+  std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
+  const float* P = params_buf_.data();
+  norm_forward(out, mean.data(), rstd.data(), x, P + lnf_w_, lnf_b_ == kNone ? nullptr : P + lnf_b_,
+               rows, config_.n_embd, config_.ln_eps);
 }
 
 void GPT::attention_map(int layer, int b, int head, float* out) const {
@@ -495,8 +534,7 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   auto norm = [&](float* out, const float* in, const float* w, const float* b) {
     for (int i0 = 0; i0 < n; i0 += 1024) {
       int cnt = std::min(1024, n - i0);
-      cpu::layernorm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C,
-                             c.ln_eps);
+      norm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C, c.ln_eps);
     }
   };
   for (int l = 0; l < c.n_layer; ++l) {
@@ -546,7 +584,7 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
     if (!c.mlp) continue;
     norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
     infer_linear(fch, ln, n, slot0 + 2, w.fc_w, w.fc_b, C, 4 * C);
-    cpu::gelu_forward(fch, fch, int64_t(n) * 4 * C);
+    act_forward(fch, fch, int64_t(n) * 4 * C);
     infer_linear(tmp, fch, n, slot0 + 3, w.fcproj_w, w.fcproj_b, 4 * C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
   }
@@ -570,8 +608,8 @@ const float* GPT::extend(const int32_t* ids, int n) {
   float* ln = infer_.data() + size_t(Tmax) * C;
   float* logits = infer_.data() + size_t(Tmax) * C * 11;  // after x, ln, atty, tmp, qkv, fch
   float mean, rstd;
-  cpu::layernorm_forward(ln, &mean, &rstd, x + size_t(n - 1) * C, P + lnf_w_,
-                         lnf_b_ == kNone ? nullptr : P + lnf_b_, 1, C, config_.ln_eps);
+  norm_forward(ln, &mean, &rstd, x + size_t(n - 1) * C, P + lnf_w_,
+               lnf_b_ == kNone ? nullptr : P + lnf_b_, 1, C, config_.ln_eps);
   lm_head(ln, 1, logits);
   return logits;
 }
@@ -593,8 +631,8 @@ double GPT::nll_sum(const int32_t* ids, int n) {
   double sum = 0;
   for (int i0 = 0; i0 < n - 1; i0 += kRows) {
     const int rows = std::min(kRows, n - 1 - i0);
-    cpu::layernorm_forward(ln, mean, rstd, x + size_t(i0) * C, P + lnf_w_,
-                           lnf_b_ == kNone ? nullptr : P + lnf_b_, rows, C, config_.ln_eps);
+    norm_forward(ln, mean, rstd, x + size_t(i0) * C, P + lnf_w_,
+                 lnf_b_ == kNone ? nullptr : P + lnf_b_, rows, C, config_.ln_eps);
     lm_head(ln, rows, logits);
     cpu::crossentropy_forward(loss, lse, logits, ids + i0 + 1, rows, V);
     for (int r = 0; r < rows; ++r) sum += loss[r];

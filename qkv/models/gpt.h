@@ -62,6 +62,8 @@ class GPT {
   // (T, T) row-major into out, recomputed from that pass's queries, keys and per-row normaliser
   // (log-sum-exp), so the fast kernel itself never stores them. Rows of masked keys are 0.
   void attention_map(int layer, int b, int head, float* out) const;
+  // The final norm (ln_f) of rows (rows, C) into out, as the model's head applies it.
+  void final_norm(const float* x, int rows, float* out) const;
   int last_batch() const { return B_; }
   int last_seq_len() const { return T_; }
 
@@ -128,6 +130,14 @@ class GPT {
     bool trans;
   };
   std::vector<MatrixSlot> matrix_slots() const;
+  // The configured norm and activation, with the kernels' signatures (RMSNorm ignores mean and
+  // bias; its parameters have no bias).
+  void norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+                    const float* b, int64_t N, int C, float eps) const;
+  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* in,
+                     const float* w, const float* mean, const float* rstd, int64_t N, int C) const;
+  void act_forward(float* out, const float* in, int64_t n) const;
+  void act_backward(float* dinp, const float* in, const float* dout, int64_t n) const;
 
   GPTConfig config_;
   nn::Precision prec_ = nn::Precision::F32;

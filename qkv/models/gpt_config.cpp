@@ -49,15 +49,16 @@ void GPTConfig::validate(const std::string& where) const {
 
 int64_t GPTConfig::num_params() const {
   const int64_t C = n_embd, b = bias ? 1 : 0;
-  const int64_t attn = C + C * b                    // ln_1
-                       + C * 3 * C + 3 * C * b      // c_attn
-                       + C * C + C * b;             // attn.c_proj
-  const int64_t mlp_part = C + C * b                // ln_2
-                           + C * 4 * C + 4 * C * b  // c_fc
-                           + 4 * C * C + C * b;     // mlp.c_proj
+  const int64_t nb = norm == Norm::RMSNorm ? 0 : b;  // RMSNorm has no bias
+  const int64_t attn = C + C * nb                    // ln_1
+                       + C * 3 * C + 3 * C * b       // c_attn
+                       + C * C + C * b;              // attn.c_proj
+  const int64_t mlp_part = C + C * nb                // ln_2
+                           + C * 4 * C + 4 * C * b   // c_fc
+                           + 4 * C * C + C * b;      // mlp.c_proj
   const int64_t per_layer = attn + (mlp ? mlp_part : 0);
   const int64_t wpe = pos == PosEncoding::Learned ? int64_t(block_size) * C : 0;
-  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + C + C * b;
+  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + C + C * nb;
 }
 
 nlohmann::json GPTConfig::to_json() const {
@@ -70,12 +71,13 @@ nlohmann::json GPTConfig::to_json() const {
                       {"n_ctx", block_size},
                       {"vocab_size", vocab_size},
                       {"layer_norm_epsilon", ln_eps},
-                      {"activation_function", "gelu_new"},
+                      {"activation_function", act == Act::ReLU ? "relu" : "gelu_new"},
                       {"bias", bias},
                       {"tie_word_embeddings", true}};
   // qkv's own keys, written only when they differ from GPT-2 (plain GPT-2 files stay plain).
   if (pos != PosEncoding::Learned) j["pos"] = pos_name(pos);
   if (!mlp) j["mlp"] = false;
+  if (norm == Norm::RMSNorm) j["norm"] = "rmsnorm";
   if (attention != AttnKind::Dense) j["attention"] = attention_name(attention);
   if (attention == AttnKind::Sliding) j["window"] = window;
   if (attention == AttnKind::BlockSparse) {
@@ -161,13 +163,20 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     QKV_CHECK(j["activation_function"].is_string(), "{}: 'activation_function' must be a string",
               where);
     std::string act = j["activation_function"].get<std::string>();
-    QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
-              "{}: activation_function '{}' is not supported (gelu_new)", where, act);
+    QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu",
+              "{}: activation_function '{}' is not supported (gelu_new, relu)", where, act);
+    c.act = act == "relu" ? Act::ReLU : Act::GeluTanh;
   }
   auto get_string = [&](const char* key) {
     QKV_CHECK(j[key].is_string(), "{}: '{}' must be a string, got {}", where, key, j[key].dump());
     return j[key].get<std::string>();
   };
+  if (j.contains("norm")) {
+    const std::string n = get_string("norm");
+    QKV_CHECK(n == "layernorm" || n == "rmsnorm", "{}: unknown norm '{}' (layernorm, rmsnorm)",
+              where, n);
+    c.norm = n == "rmsnorm" ? Norm::RMSNorm : Norm::LayerNorm;
+  }
   if (j.contains("mlp")) {
     QKV_CHECK(j["mlp"].is_boolean(), "{}: 'mlp' must be true or false", where);
     c.mlp = j["mlp"].get<bool>();

@@ -26,7 +26,16 @@ struct GPTConfig {
   bool bias = true;
   float ln_eps = 1e-5f;
   PosEncoding pos = PosEncoding::Learned;
-  bool mlp = true;  // false: attention-only blocks (no ln_2, no MLP), "mlp": false in config.json
+  bool mlp = true;
+  // Norm: LayerNorm (GPT-2) or RMSNorm (no centring, no bias); "norm" in config.json.
+  enum class Norm : uint8_t { LayerNorm, RMSNorm } norm = Norm::LayerNorm;
+  // MLP activation: GELU in its tanh form (GPT-2's "gelu_new") or ReLU ("relu");
+  // "activation_function" in config.json, as Hugging Face spells it.
+  enum class Act : uint8_t {
+    GeluTanh,
+    ReLU
+  } act = Act::GeluTanh;  // false: attention-only blocks (no ln_2, no MLP), "mlp": false in
+                          // config.json
   // Attention rule (see kernel_args.h): dense, sliding (window), block_sparse (attn_block,
   // attn_local_blocks, attn_global) or linear.
   AttnKind attention = AttnKind::Dense;

@@ -90,6 +90,31 @@ TEST_P(CpuVsRef, LayerNorm) {
   }
 }
 
+TEST_P(CpuVsRef, RmsNormAndRelu) {
+  for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 768}}) {
+    auto x = randn(size_t(N) * C, 51, 2.0), w = randn(size_t(C), 52), dy = randn(size_t(N) * C, 53);
+    std::vector<float> o1(x.size()), o2(x.size()), r1(static_cast<size_t>(N)), r2(r1);
+    ref::rmsnorm_forward(o1.data(), r1.data(), x.data(), w.data(), N, C, 1e-5f);
+    cpu::rmsnorm_forward(o2.data(), r2.data(), x.data(), w.data(), N, C, 1e-5f);
+    EXPECT_TRUE(all_close(o2, o1, 1e-5, 1e-6, "rmsnorm out"));
+    EXPECT_TRUE(all_close(r2, r1, 1e-5, 1e-6, "rmsnorm rstd"));
+    auto dx1 = randn(x.size(), 54), dx2 = dx1;  // accumulated into
+    std::vector<float> dw1(static_cast<size_t>(C), 0.5f), dw2 = dw1;
+    ref::rmsnorm_backward(dx1.data(), dw1.data(), dy.data(), x.data(), w.data(), r1.data(), N, C);
+    cpu::rmsnorm_backward(dx2.data(), dw2.data(), dy.data(), x.data(), w.data(), r1.data(), N, C);
+    EXPECT_TRUE(all_close(dx2, dx1, 1e-4, 1e-5, "rmsnorm dx"));
+    EXPECT_TRUE(all_close(dw2, dw1, 1e-4, 1e-4, "rmsnorm dw"));
+    std::vector<float> a1(x.size()), a2(x.size());
+    ref::relu_forward(a1.data(), x.data(), int64_t(x.size()));
+    cpu::relu_forward(a2.data(), x.data(), int64_t(x.size()));
+    EXPECT_TRUE(all_close(a2, a1, 0, 0, "relu"));
+    auto g1 = randn(x.size(), 55), g2 = g1;
+    ref::relu_backward(g1.data(), x.data(), dy.data(), int64_t(x.size()));
+    cpu::relu_backward(g2.data(), x.data(), dy.data(), int64_t(x.size()));
+    EXPECT_TRUE(all_close(g2, g1, 0, 0, "relu backward"));
+  }
+}
+
 TEST_P(CpuVsRef, BiasGeluResidual) {
   for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 97}, {4, 3072}}) {
     size_t n = size_t(N) * C;

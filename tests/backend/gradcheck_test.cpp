@@ -91,6 +91,33 @@ TEST(GradCheck, LayerNorm) {
   EXPECT_GRAD(db, numeric_grad(b, loss));
 }
 
+TEST(GradCheck, RmsNormAndRelu) {
+  const int N = 3, C = 5;
+  Vec x = randn<double>(N * C, 27), w = randn<double>(C, 28), R = randn<double>(N * C, 29);
+  Vec rstd(N);
+  auto loss = [&] {
+    Vec o(N * C);
+    ref::rmsnorm_forward(o.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+    return dot(o, R);
+  };
+  loss();
+  Vec dx(x.size()), dw(C);
+  ref::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
+  EXPECT_GRAD(dx, numeric_grad(x, loss));
+  EXPECT_GRAD(dw, numeric_grad(w, loss));
+  // ReLU away from its kink.
+  Vec y = randn<double>(N * C, 30);
+  for (auto& v : y) v += v > 0 ? 0.1 : -0.1;
+  auto loss_relu = [&] {
+    Vec o(y.size());
+    ref::relu_forward(o.data(), y.data(), int64_t(y.size()));
+    return dot(o, R);
+  };
+  Vec dy(y.size());
+  ref::relu_backward(dy.data(), y.data(), R.data(), int64_t(y.size()));
+  EXPECT_GRAD(dy, numeric_grad(y, loss_relu));
+}
+
 TEST(GradCheck, BiasAndGelu) {
   const int N = 3, C = 4;
   Vec x = randn<double>(N * C, 11, 2.0), b = randn<double>(C, 12), R = randn<double>(N * C, 13);

@@ -137,6 +137,24 @@ TEST(Interp, LogitLensLastRowIsTheModelsOutput) {
   }
 }
 
+TEST(Interp, DirectLogitAttributionSumsToTheLogitWithRmsNorm) {
+  GPTConfig c = test::tiny_config(2, 2, 32, 32, 29);
+  c.norm = GPTConfig::Norm::RMSNorm;
+  c.act = GPTConfig::Act::ReLU;
+  GPT m(c);
+  m.init_weights(5);
+  Rng rng(5, 99);
+  for (size_t i = 0; i < m.num_params(); ++i) m.param_data()[i] += float(rng.normal() * 0.08);
+  const auto ids = ids_of(15, c.vocab_size, 3);
+  const auto a = interp::direct_logit_attribution(m, ids, 14, 3);
+  double sum = 0;
+  for (const auto& p : a.parts) sum += p.value;
+  EXPECT_NEAR(sum, a.logit, 1e-4 * std::max(1.0, std::abs(a.logit)));
+  const auto lens = interp::logit_lens(m, ids, 3);
+  m.forward(ids.data(), nullptr, 1, int(ids.size()));
+  EXPECT_LE(test::rel_err(lens.last_logits.data(), m.logits(), lens.last_logits.size()), 1e-6);
+}
+
 TEST(Interp, DirectLogitAttributionSumsToTheLogit) {
   GPT m = tiny_model();
   const auto ids = ids_of(19, m.config().vocab_size, 3);

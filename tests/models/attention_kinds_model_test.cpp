@@ -95,6 +95,24 @@ TEST(AttentionRulesInGpt, AttentionOnlyModelCachesAndPacks) {
   EXPECT_LE(test::rel_err(got, full.data(), full.size()), 3e-2) << "bf16 packed slots";
 }
 
+// RMSNorm and ReLU blocks through the cache path.
+TEST(AttentionRulesInGpt, RmsNormReluCacheEqualsRecompute) {
+  GPTConfig c = rule_config(AttnKind::Dense, PosEncoding::Learned);
+  c.norm = GPTConfig::Norm::RMSNorm;
+  c.act = GPTConfig::Act::ReLU;
+  GPT m(c);
+  m.init_weights(9);
+  expect_cache_equals_recompute(m, random_ids(40, 41, 10), 4);
+  const GPTConfig r = GPTConfig::from_json(c.to_json(), "roundtrip");
+  EXPECT_EQ(r.norm, c.norm);
+  EXPECT_EQ(r.act, c.act);
+  EXPECT_EQ(r.num_params(), c.num_params());
+  // RMSNorm has no bias: 2 per layer + ln_f fewer vectors of C than LayerNorm.
+  GPTConfig ln = c;
+  ln.norm = GPTConfig::Norm::LayerNorm;
+  EXPECT_EQ(ln.num_params() - c.num_params(), int64_t(2 * c.n_layer + 1) * c.n_embd);
+}
+
 TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
   auto load = [](const std::string& extra) {
     const std::string text = R"({"n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 64,
@@ -127,7 +145,9 @@ TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
                            "attn_global 65"},
                        Bad{R"(, "attention": "flash")", "unknown attention 'flash'"},
                        Bad{R"(, "attention": 3)", "'attention' must be a string"},
-                       Bad{R"(, "pos": "rotary")", "unknown position encoding 'rotary'"}}) {
+                       Bad{R"(, "pos": "rotary")", "unknown position encoding 'rotary'"},
+                       Bad{R"(, "norm": "batchnorm")", "unknown norm 'batchnorm'"},
+                       Bad{R"(, "activation_function": "swish")", "'swish' is not supported"}}) {
     const std::string msg = error_of(b.extra);
     EXPECT_NE(msg.find("m/config.json"), std::string::npos) << b.extra << ": " << msg;
     EXPECT_NE(msg.find(b.expect), std::string::npos) << b.extra << ": " << msg;

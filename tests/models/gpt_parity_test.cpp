@@ -156,6 +156,10 @@ INSTANTIATE_TEST_SUITE_P(
                                  "--n-layer 2 --n-head 2 --n-embd 32 --block-size 96 --vocab-size "
                                  "50 --bias 1 --batch 2 --seq 90 --seed 6 --attention block_sparse "
                                  "--attn-block 8 --attn-local-blocks 1 --attn-global 3"},
+                      ParityCase{"rmsnorm_relu",
+                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 24 --vocab-size "
+                                 "37 --bias 1 --batch 2 --seq 24 --seed 9 --norm rmsnorm "
+                                 "--activation relu"},
                       ParityCase{"attention_only",
                                  "--n-layer 2 --n-head 4 --n-embd 32 --block-size 24 --vocab-size "
                                  "31 --bias 1 --batch 2 --seq 24 --seed 8 --mlp 0"},

@@ -26,6 +26,7 @@ class GPT(torch.nn.Module):
         super().__init__()
         self.cfg = cfg
         C, L, bias = cfg["n_embd"], cfg["n_layer"], cfg["bias"]
+        nbias = bias and cfg.get("norm", "layernorm") == "layernorm"  # RMSNorm has no bias
         p = {}
         p["wte.weight"] = (cfg["vocab_size"], C)
         if cfg.get("pos", "learned") == "learned":
@@ -33,7 +34,7 @@ class GPT(torch.nn.Module):
         for i in range(L):
             h = f"h.{i}."
             p[h + "ln_1.weight"] = (C,)
-            if bias: p[h + "ln_1.bias"] = (C,)
+            if nbias: p[h + "ln_1.bias"] = (C,)
             p[h + "attn.c_attn.weight"] = (C, 3 * C)
             if bias: p[h + "attn.c_attn.bias"] = (3 * C,)
             p[h + "attn.c_proj.weight"] = (C, C)
@@ -41,17 +42,25 @@ class GPT(torch.nn.Module):
             if not cfg.get("mlp", True):
                 continue  # attention-only blocks
             p[h + "ln_2.weight"] = (C,)
-            if bias: p[h + "ln_2.bias"] = (C,)
+            if nbias: p[h + "ln_2.bias"] = (C,)
             p[h + "mlp.c_fc.weight"] = (C, 4 * C)
             if bias: p[h + "mlp.c_fc.bias"] = (4 * C,)
             p[h + "mlp.c_proj.weight"] = (4 * C, C)
             if bias: p[h + "mlp.c_proj.bias"] = (C,)
         p["ln_f.weight"] = (C,)
-        if bias: p["ln_f.bias"] = (C,)
+        if nbias: p["ln_f.bias"] = (C,)
         self.names = list(p)
         self.params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(torch.zeros(s)) for k, s in p.items()})
         self._by_name = {k: self.params[k.replace(".", "__")] for k in p}  # plain lookups in forward
         self._masks = {}
+
+    def norm(self, x, prefix):
+        """LayerNorm, or RMSNorm (x / sqrt(mean(x^2) + eps) * w), as the config says."""
+        cfg = self.cfg
+        w, b = self.P(prefix + ".weight"), self.opt(prefix + ".bias")
+        if cfg.get("norm", "layernorm") == "rmsnorm":
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg["layer_norm_epsilon"]) * w
+        return F.layer_norm(x, (x.shape[-1],), w, b, cfg["layer_norm_epsilon"])
 
     def P(self, name):
         return self._by_name[name]
@@ -100,7 +109,7 @@ class GPT(torch.nn.Module):
             x = self.P("wte.weight")[idx] + self.sinusoid(pos0, T, C)
         for i in range(cfg["n_layer"]):
             h = f"h.{i}."
-            a = F.layer_norm(x, (C,), self.P(h + "ln_1.weight"), self.opt(h + "ln_1.bias"), eps)
+            a = self.norm(x, h + "ln_1")
             qkv = a @ self.P(h + "attn.c_attn.weight")
             if self.opt(h + "attn.c_attn.bias") is not None: qkv = qkv + self.P(h + "attn.c_attn.bias")
             q, k, v = qkv.split(C, dim=2)
@@ -130,16 +139,16 @@ class GPT(torch.nn.Module):
             x = x + y
             if not cfg.get("mlp", True):
                 continue
-            m = F.layer_norm(x, (C,), self.P(h + "ln_2.weight"), self.opt(h + "ln_2.bias"), eps)
+            m = self.norm(x, h + "ln_2")
             m = m @ self.P(h + "mlp.c_fc.weight")
             if self.opt(h + "mlp.c_fc.bias") is not None: m = m + self.P(h + "mlp.c_fc.bias")
-            m = F.gelu(m, approximate="tanh")
+            m = F.relu(m) if cfg.get("activation_function") == "relu" else F.gelu(m, approximate="tanh")
             m = m @ self.P(h + "mlp.c_proj.weight")
             if self.opt(h + "mlp.c_proj.bias") is not None: m = m + self.P(h + "mlp.c_proj.bias")
             x = x + m
         if last_only:
             x = x[:, -1:]
-        x = F.layer_norm(x, (C,), self.P("ln_f.weight"), self.opt("ln_f.bias"), eps)
+        x = self.norm(x, "ln_f")
         logits = x @ self.P("wte.weight").t()
         loss = None
         if targets is not None:
@@ -181,6 +190,10 @@ def parity(args):
         cfg["pos"] = args.pos
     if not args.mlp:
         cfg["mlp"] = False
+    if args.norm != "layernorm":
+        cfg["norm"] = args.norm
+    if args.activation != "gelu_new":
+        cfg["activation_function"] = args.activation
     if args.attention != "dense":
         cfg["attention"] = args.attention
     if args.attention == "sliding":
@@ -291,6 +304,8 @@ def main():
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mlp", type=int, default=1, help="0: attention-only blocks")
+    p.add_argument("--norm", default="layernorm", choices=["layernorm", "rmsnorm"])
+    p.add_argument("--activation", default="gelu_new", choices=["gelu_new", "relu"])
     p.add_argument("--grad-clip", type=float, default=0.5, help="must be below the gradient norm")
     p.add_argument("--pos", default="learned", choices=["learned", "sinusoidal"])
     p.add_argument("--attention", default="dense", choices=["dense", "sliding", "block_sparse", "linear"])

@@ -93,6 +93,13 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int OC);
 void gelu_forward(float* out, const float* inp, int64_t n);
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 void residual_forward(float* out, const float* a, const float* b, int64_t n);
+// RMSNorm (no centring, no bias) and ReLU; backward accumulates (+=) like the others.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int C, float eps);
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int64_t N, int C);
+void relu_forward(float* out, const float* inp, int64_t n);
+void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 // Fused, tiled attention with online softmax: never holds a Tq x Tk matrix.
 void attention_forward(const AttnArgs<float>& a);
 void attention_backward(const AttnArgs<float>& a);

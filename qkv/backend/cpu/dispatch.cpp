@@ -151,6 +151,18 @@ void residual_forward(float* out, const float* a, const float* b, int64_t n) {
 void attention_forward(const AttnArgs<float>& a) { k().attention_forward(a); }
 void attention_backward(const AttnArgs<float>& a) { k().attention_backward(a); }
 void release_attention_scratch() { k().release_attention_scratch(); }
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int C, float eps) {
+  k().rmsnorm_forward(out, rstd, inp, weight, N, C, eps);
+}
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int64_t N, int C) {
+  k().rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
+}
+void relu_forward(float* out, const float* inp, int64_t n) { k().relu_forward(out, inp, n); }
+void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  k().relu_backward(dinp, inp, dout, n);
+}
 void attention_probs(const AttnArgs<float>& a, int b, int h, float* out) {
   k().attention_probs(a, b, h, out);
 }

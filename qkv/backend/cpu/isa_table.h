@@ -41,6 +41,11 @@ struct IsaTable {
   void (*attention_backward)(const AttnArgs<float>&);
   void (*release_attention_scratch)();
   void (*attention_probs)(const AttnArgs<float>&, int, int, float*);
+  void (*rmsnorm_forward)(float*, float*, const float*, const float*, int64_t, int, float);
+  void (*rmsnorm_backward)(float*, float*, const float*, const float*, const float*, const float*,
+                           int64_t, int);
+  void (*relu_forward)(float*, const float*, int64_t);
+  void (*relu_backward)(float*, const float*, const float*, int64_t);
   void (*crossentropy_forward)(float*, float*, const float*, const int32_t*, int64_t, int);
   void (*crossentropy_backward)(float*, const float*, const float*, const int32_t*, const float*,
                                 int64_t, int);

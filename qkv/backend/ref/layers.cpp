@@ -120,24 +120,71 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
   }
 }
 
+// ---- RMSNorm ----
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* weight, int64_t N, int C, float eps) {
+  for (int64_t i = 0; i < N; ++i) {
+    const T* x = inp + i * C;
+    double ms = 0;
+    for (int c = 0; c < C; ++c) ms += double(x[c]) * x[c];
+    const double r = 1.0 / std::sqrt(ms / C + eps);
+    for (int c = 0; c < C; ++c) out[i * C + c] = T(x[c] * r * weight[c]);
+    rstd[i] = T(r);
+  }
+}
+
+// y_c = g_c x_c r with r = (mean(x^2) + eps)^-1/2: dx_j = r (g_j dy_j - x_j r^2 mean(g dy x)).
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const T* rstd, int64_t N, int C) {
+  for (int64_t i = 0; i < N; ++i) {
+    const T* x = inp + i * C;
+    const T* dy = dout + i * C;
+    const double r = rstd[i];
+    double b = 0;
+    for (int c = 0; c < C; ++c) b += double(weight[c]) * dy[c] * x[c];
+    b /= C;
+    for (int c = 0; c < C; ++c) {
+      dinp[i * C + c] += T(r * (weight[c] * dy[c] - x[c] * r * r * b));
+      dweight[c] += T(double(dy[c]) * x[c] * r);
+    }
+  }
+}
+
+// ---- ReLU ----
+template <typename T>
+void relu_forward(T* out, const T* inp, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = inp[i] > 0 ? inp[i] : T(0);
+}
+
+template <typename T>
+void relu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (inp[i] > 0) dinp[i] += dout[i];
+}
+
 // ---- residual ----
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-#define QKV_INSTANTIATE(T)                                                                   \
-  template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);   \
-  template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);        \
-  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int, \
-                                     float);                                                 \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
-                                      const T*, int64_t, int);                               \
-  template void bias_forward<T>(T*, const T*, int64_t, int);                                 \
-  template void bias_backward<T>(T*, const T*, int64_t, int);                                \
-  template void gelu_forward<T>(T*, const T*, int64_t);                                      \
-  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                           \
-  template void residual_forward<T>(T*, const T*, const T*, int64_t);
+#define QKV_INSTANTIATE(T)                                                                         \
+  template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int);         \
+  template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int);              \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int,       \
+                                     float);                                                       \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,          \
+                                      const T*, int64_t, int);                                     \
+  template void bias_forward<T>(T*, const T*, int64_t, int);                                       \
+  template void bias_backward<T>(T*, const T*, int64_t, int);                                      \
+  template void gelu_forward<T>(T*, const T*, int64_t);                                            \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                                 \
+  template void residual_forward<T>(T*, const T*, const T*, int64_t);                              \
+  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int, float);               \
+  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int); \
+  template void relu_forward<T>(T*, const T*, int64_t);                                            \
+  template void relu_backward<T>(T*, const T*, const T*, int64_t);
 QKV_INSTANTIATE(float)
 QKV_INSTANTIATE(double)
 #undef QKV_INSTANTIATE

@@ -31,6 +31,19 @@ template <typename T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                         const T* mean, const T* rstd, int64_t N, int C);
 
+// RMSNorm: out = x / sqrt(mean(x^2) + eps) * weight (no centring, no bias); rstd (N).
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* weight, int64_t N, int C, float eps);
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight,
+                      const T* rstd, int64_t N, int C);
+
+// ReLU: out = max(x, 0); dinp += (x > 0) dout.
+template <typename T>
+void relu_forward(T* out, const T* inp, int64_t n);
+template <typename T>
+void relu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
+
 // out (N,OC) += bias (OC) broadcast over rows; dbias (OC) += column sums of dout (N,OC).
 template <typename T>
 void bias_forward(T* out, const T* bias, int64_t N, int OC);
