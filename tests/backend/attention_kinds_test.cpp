@@ -13,6 +13,8 @@
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/ref/ref.h"
 #include "qkv/core/aligned.h"
+#include "qkv/io/safetensors.h"
+#include "tests/test_paths.h"
 #include "tests/test_util.h"
 
 namespace qkv {
@@ -278,6 +280,59 @@ TEST(AttentionKinds, ExtraMemoryGrowsLinearlyInT) {
     EXPECT_LE(large, 4 * small + 4096) << "more than linear growth";
     EXPECT_LT(large, int64_t(4096) * 4096 * 4 / 16) << "a sixteenth of one T x T matrix";
   }
+}
+
+// Every rule, causal and bidirectional, with key padding (one sequence empty), against PyTorch's
+// straightforward version of the same rule (tools/reference/attention_ref.py: explicit masks,
+// whole score matrices, autograd): outputs and all three gradients.
+TEST_P(AttentionKindsCpu, MatchPyTorch) {
+  const std::string dir = test::temp_dir("attnref");
+  ASSERT_EQ(test::run("/usr/bin/python3 " + test::source_dir() +
+                      "/tools/reference/attention_ref.py --out " + dir),
+            0);
+  SafetensorsFile f(dir + "/attention.safetensors");
+  const Tensor q = f.get("q"), k = f.get("k"), v = f.get("v"), dout = f.get("dout");
+  const Tensor lens = f.get("lens");
+  const int B = int(q.dim(0)), NH = int(q.dim(1)), T = int(q.dim(2)), HS = int(q.dim(3));
+  const Kind kinds[] = {{"dense", AttnKind::Dense},
+                        {"sliding", AttnKind::Sliding, 9},
+                        {"block_sparse", AttnKind::BlockSparse, 0, 8, 1, 3},
+                        {"linear", AttnKind::Linear}};
+  const size_t n = size_t(B) * NH * T * HS;
+  for (const Kind& kind : kinds)
+    for (bool causal : {true, false}) {
+      const std::string name = std::string(kind.name) + (causal ? ".causal" : ".bidirectional");
+      SCOPED_TRACE(name);
+      std::vector<float> out(n), lse(size_t(B) * NH * T), dq(n), dk(n), dv(n);
+      AttnArgs<float> a;
+      a.B = B;
+      a.NH = NH;
+      a.Tq = a.Tk = T;
+      a.HS = HS;
+      a.causal = causal;
+      a.key_len = lens.data<int32_t>();
+      set_kind(a, kind);
+      a.q = q.f32();
+      a.k = k.f32();
+      a.v = v.f32();
+      a.out = out.data();
+      a.lse = lse.data();
+      a.q_sb = a.k_sb = a.v_sb = a.o_sb = int64_t(NH) * T * HS;
+      a.q_sh = a.k_sh = a.v_sh = a.o_sh = int64_t(T) * HS;
+      a.q_st = a.k_st = a.v_st = a.o_st = HS;
+      cpu::attention_forward(a);
+      a.dout = dout.f32();
+      a.dq = dq.data();
+      a.dk = dk.data();
+      a.dv = dv.data();
+      cpu::attention_backward(a);
+      for (auto [what, got] : {std::pair{"out", &out}, std::pair{"dq", &dq}, std::pair{"dk", &dk},
+                               std::pair{"dv", &dv}}) {
+        const Tensor ref = f.get(name + "." + what);
+        for (size_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(ref.f32()[i])) << what << " " << i;
+        EXPECT_LE(test::rel_err(got->data(), ref.f32(), n), 1e-4) << what;
+      }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, AttentionKindsCpu, ::testing::Values("avx512", "avx2", "generic"));
