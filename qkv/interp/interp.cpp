@@ -200,8 +200,7 @@ Ablations ablations(GPT& m, const std::vector<int32_t>& ids) {
     return prompt_loss(m, ids) - out.clean_loss;
   };
   for (int l = 0; l < L; ++l) {
-    for (int h = -1; h < NH; ++h) {  // -1: the MLP, listed after the heads
-      if (h < 0) continue;
+    for (int h = 0; h < NH; ++h) {  // the heads, then the MLP (head -1)
       Ablation a{l, h, 0, 0};
       Hooks z, mh;
       z.zero({HookPoint::Heads, l}, h, HS);

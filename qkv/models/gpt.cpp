@@ -443,7 +443,7 @@ void GPT::set_inference_weights(Weights w) {
     cpu::pack_matrix(packed_[i], f, params_buf_.data() + params_[m.param].offset,
                      m.trans ? m.K : m.N, m.trans, m.K, m.N);
   }
-  cache_len_ = 0;
+  reset_cache();  // the cached keys (or linear state) came from the old weights
 }
 
 size_t GPT::inference_weight_bytes() const {
@@ -762,7 +762,7 @@ void GPT::load(const std::string& path) {
   packed_ = std::move(packed);
   weights_ = n_int8 ? Weights::INT8 : Weights::F32;
   fp32_weights_ = n_int8 == 0;
-  cache_len_ = 0;
+  reset_cache();
 }
 
 GPT GPT::from_dir(const std::string& dir) {

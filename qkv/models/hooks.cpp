@@ -66,7 +66,7 @@ const std::vector<float>& Hooks::cached(const HookSite& s) const {
 }
 
 namespace {
-// Calls f(row pointer, offset, count) for the chosen positions and slice of every row.
+// Calls f(slice pointer, row index) for the chosen positions and slice of every row.
 template <typename F>
 void for_slices(float* d, int B, int T, int W, int head, int head_size,
                 const std::vector<int>& positions, F f) {
@@ -83,7 +83,6 @@ void for_slices(float* d, int B, int T, int W, int head, int head_size,
       }
     }
   }
-  (void)n;
 }
 }  // namespace
 

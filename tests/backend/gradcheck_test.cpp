@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "qkv/backend/ref/ref.h"
@@ -186,6 +187,51 @@ TEST(GradCheck, PaddedBidirectionalAttention) {
   a.dv = dqkv.data() + 2 * C;
   ref::attention_backward(a);
   EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
+}
+
+// Every attention rule (kernel_args.h), causal and bidirectional, with key padding.
+TEST(GradCheck, AttentionRules) {
+  const int B = 2, NH = 1, T = 9, HS = 3, C = NH * HS;
+  const std::vector<int32_t> lens = {9, 6};
+  struct Rule {
+    const char* name;
+    AttnKind kind;
+    int window, block, local_blocks, global;
+  };
+  for (const Rule& r : {Rule{"sliding3", AttnKind::Sliding, 3, 0, 0, 0},
+                        Rule{"sliding4", AttnKind::Sliding, 4, 0, 0, 0},
+                        Rule{"block_sparse", AttnKind::BlockSparse, 0, 2, 1, 1},
+                        Rule{"linear", AttnKind::Linear, 0, 0, 0, 0}})
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(std::string(r.name) + (causal ? " causal" : " bidirectional"));
+      Vec qkv = randn<double>(B * T * 3 * C, 14), R = randn<double>(B * T * C, 15);
+      Vec lse(B * NH * T);
+      auto args = [&](Vec& o) {
+        auto a = attn_args_packed_qkv<double>(qkv.data(), o.data(), lse.data(), B, T, NH, HS);
+        a.causal = causal;
+        a.key_len = lens.data();
+        a.kind = r.kind;
+        a.window = r.window;
+        a.block = r.block;
+        a.local_blocks = r.local_blocks;
+        a.global = r.global;
+        return a;
+      };
+      auto loss = [&] {
+        Vec o(B * T * C);
+        ref::attention_forward(args(o));
+        return dot(o, R);
+      };
+      Vec o(B * T * C), dqkv(qkv.size());
+      auto a = args(o);
+      ref::attention_forward(a);
+      a.dout = R.data();
+      a.dq = dqkv.data();
+      a.dk = dqkv.data() + C;
+      a.dv = dqkv.data() + 2 * C;
+      ref::attention_backward(a);
+      EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
+    }
 }
 
 TEST(GradCheck, CrossEntropy) {

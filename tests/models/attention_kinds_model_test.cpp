@@ -84,7 +84,9 @@ TEST(AttentionRulesInGpt, AttentionOnlyModelCachesAndPacks) {
   c.mlp = false;
   GPT m(c);
   m.init_weights(7);
-  EXPECT_EQ(int64_t(m.num_params() > 0), 1);
+  for (const auto& p : m.params())
+    EXPECT_TRUE(p.name.find("mlp") == std::string::npos && p.name.find("ln_2") == std::string::npos)
+        << p.name;
   const auto ids = random_ids(40, 41, 8);
   expect_cache_equals_recompute(m, ids, 3);
   m.forward(ids.data(), nullptr, 1, 40);
@@ -111,6 +113,25 @@ TEST(AttentionRulesInGpt, RmsNormReluCacheEqualsRecompute) {
   GPTConfig ln = c;
   ln.norm = GPTConfig::Norm::LayerNorm;
   EXPECT_EQ(ln.num_params() - c.num_params(), int64_t(2 * c.n_layer + 1) * c.n_embd);
+}
+
+// Switching the inference weights mid-sequence restarts the cache (a rolled sliding window
+// included): the next sequence equals the same model freshly set to those weights.
+TEST(AttentionRulesInGpt, NewInferenceWeightsRestartTheCache) {
+  GPT m(rule_config(AttnKind::Sliding, PosEncoding::Sinusoidal));
+  m.init_weights(11);
+  const auto ids = random_ids(150, 41, 12);
+  m.extend(ids.data(), 64);
+  m.extend(ids.data() + 64, 64);  // the window has rolled
+  m.set_inference_weights(GPT::Weights::BF16);
+  EXPECT_EQ(m.cache_len(), 0);
+  const float* a = m.extend(ids.data(), 50);
+  const std::vector<float> got(a, a + 41);
+  GPT fresh(rule_config(AttnKind::Sliding, PosEncoding::Sinusoidal));
+  fresh.init_weights(11);
+  fresh.set_inference_weights(GPT::Weights::BF16);
+  const float* b = fresh.extend(ids.data(), 50);
+  for (int i = 0; i < 41; ++i) EXPECT_EQ(got[size_t(i)], b[i]) << i;
 }
 
 TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
