@@ -40,6 +40,12 @@ struct AttnArgs {
   // Key padding: with key_len (B) set, batch item b sees only keys j < key_len[b]. A query that
   // sees no key at all outputs zeros (and its lse is +inf), never NaN.
   const int32_t* key_len = nullptr;
+  // Grouped-query attention: query head h reads key/value head h / kv_group, so k and v have
+  // NH / kv_group heads (1 = multi-head attention; NH = multi-query). Not with Linear.
+  int kv_group = 1;
+  // ALiBi (Press et al. 2022): with `alibi` set (NH slopes m_h), the score of query position p
+  // and key j gets -m_h * |p - j| added before the softmax. Not with Linear.
+  const T* alibi = nullptr;
   const T* q = nullptr;
   const T* k = nullptr;
   const T* v = nullptr;

@@ -6,8 +6,10 @@
 //  - the degenerate settings that must equal dense attention (window >= T, every block on).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
@@ -164,6 +166,93 @@ TEST_P(AttentionKindsCpu, MatchReference) {
 
 // Degenerate settings equal dense attention in the fused kernels themselves (causal: W >= T;
 // bidirectional: W >= 2T, since the window reaches W/2 each way).
+// Grouped-query attention and ALiBi in the fused kernels against the reference: q and the
+// key/value heads in separate buffers, every softmax rule, causal and bidirectional, padded.
+TEST_P(AttentionKindsCpu, GroupedQueryAndAlibiMatchReference) {
+  const int B = 3, T = 150, HS = 16;
+  const std::vector<int32_t> lens = {150, 77, 0};
+  struct Shape {
+    int NH, NKV;
+    bool alibi;
+  };
+  for (const Shape sh : {Shape{4, 1, false}, Shape{4, 2, true}, Shape{3, 3, true}})
+    for (const Kind& k : {Kind{"dense", AttnKind::Dense}, Kind{"sliding9", AttnKind::Sliding, 9},
+                          Kind{"block16", AttnKind::BlockSparse, 0, 16, 1, 5}})
+      for (bool causal : {true, false}) {
+        SCOPED_TRACE(std::string(k.name) + (causal ? " causal" : " bidirectional") +
+                     " NH=" + std::to_string(sh.NH) + " NKV=" + std::to_string(sh.NKV) +
+                     (sh.alibi ? " alibi" : ""));
+        const int C = sh.NH * HS, CKV = sh.NKV * HS;
+        auto q = randn(size_t(B) * T * C, 81), kv = randn(size_t(B) * T * 2 * CKV, 82);
+        std::vector<float> slopes(size_t(sh.NH));
+        for (int h = 0; h < sh.NH; ++h) slopes[size_t(h)] = std::pow(2.0f, -1.0f - float(h));
+        std::vector<float> o1(q.size()), o2(q.size()), l1(size_t(B) * sh.NH * T), l2(l1.size());
+        auto args = [&](float* o, float* l) {
+          AttnArgs<float> a;
+          a.B = B;
+          a.NH = sh.NH;
+          a.Tq = a.Tk = T;
+          a.HS = HS;
+          a.kv_group = sh.NH / sh.NKV;
+          a.alibi = sh.alibi ? slopes.data() : nullptr;
+          a.causal = causal;
+          a.key_len = lens.data();
+          set_kind(a, k);
+          a.q = q.data();
+          a.k = kv.data();
+          a.v = kv.data() + CKV;
+          a.out = o;
+          a.lse = l;
+          a.q_sb = a.o_sb = int64_t(T) * C;
+          a.q_st = a.o_st = C;
+          a.k_sb = a.v_sb = int64_t(T) * 2 * CKV;
+          a.k_st = a.v_st = 2 * CKV;
+          a.q_sh = a.k_sh = a.v_sh = a.o_sh = HS;
+          return a;
+        };
+        auto a1 = args(o1.data(), l1.data()), a2 = args(o2.data(), l2.data());
+        ref::attention_forward(a1);
+        cpu::attention_forward(a2);
+        EXPECT_TRUE(all_close(o2, o1, 1e-4, 2e-5, "out"));
+        EXPECT_TRUE(all_close(l2, l1, 1e-4, 1e-5, "lse"));
+        auto dout = randn(o1.size(), 83);
+        std::vector<float> dq1(q.size()), dq2(q.size()), dkv1(kv.size()), dkv2(kv.size());
+        for (auto [a, dq, dkv] : {std::tuple{&a1, &dq1, &dkv1}, std::tuple{&a2, &dq2, &dkv2}}) {
+          a->dout = dout.data();
+          a->dq = dq->data();
+          a->dk = dkv->data();
+          a->dv = dkv->data() + CKV;
+        }
+        ref::attention_backward(a1);
+        cpu::attention_backward(a2);
+        EXPECT_TRUE(all_close(dq2, dq1, 2e-4, 1e-4, "dq"));
+        EXPECT_TRUE(all_close(dkv2, dkv1, 2e-4, 1e-4, "dkv"));
+        // The exact maps recomputed from lse agree with the reference's probabilities.
+        std::vector<float> map(size_t(T) * T), ones(size_t(T) * C);
+        for (int h : {0, sh.NH - 1}) {
+          cpu::attention_probs(a2, 1, h, map.data());
+          // Rows sum to 1 where the query sees a key (item 1 has 77 keys), else 0.
+          for (int i = 0; i < T; i += 37) {
+            double sum = 0;
+            for (int j = 0; j < T; ++j) sum += map[size_t(i) * T + size_t(j)];
+            const bool sees = std::isfinite(l2[(size_t(1) * sh.NH + size_t(h)) * T + size_t(i)]);
+            EXPECT_NEAR(sum, sees ? 1.0 : 0.0, 1e-4);
+          }
+          // out = map @ v for that head.
+          for (int i = 0; i < T; i += 29)
+            for (int d = 0; d < HS; ++d) {
+              double acc = 0;
+              for (int j = 0; j < T; ++j)
+                acc += double(map[size_t(i) * T + size_t(j)]) *
+                       kv[size_t(1) * T * 2 * CKV + size_t(j) * 2 * CKV + size_t(CKV) +
+                          size_t(h / a2.kv_group) * HS + size_t(d)];
+              EXPECT_NEAR(acc, o2[size_t(1) * T * C + size_t(i) * C + size_t(h) * HS + size_t(d)],
+                          1e-4);
+            }
+        }
+      }
+}
+
 TEST_P(AttentionKindsCpu, FullWindowAndAllBlocksEqualDense) {
   const int B = 2, NH = 2, T = 200, HS = 32, C = NH * HS;
   const std::vector<int32_t> lens = {200, 123};

@@ -115,6 +115,34 @@ TEST_P(CpuVsRef, RmsNormAndRelu) {
   }
 }
 
+TEST_P(CpuVsRef, SwigluAndRope) {
+  for (auto [N, H] : std::vector<std::pair<int, int>>{{1, 1}, {7, 37}, {64, 512}}) {
+    auto x = randn(size_t(N) * 2 * H, 61, 3.0), dy = randn(size_t(N) * H, 62);
+    std::vector<float> o1(size_t(N) * H), o2(o1.size());
+    ref::swiglu_forward(o1.data(), x.data(), N, H);
+    cpu::swiglu_forward(o2.data(), x.data(), N, H);
+    EXPECT_TRUE(all_close(o2, o1, 1e-5, 1e-6, "swiglu"));
+    auto g1 = randn(x.size(), 63), g2 = g1;  // accumulated into
+    ref::swiglu_backward(g1.data(), x.data(), dy.data(), N, H);
+    cpu::swiglu_backward(g2.data(), x.data(), dy.data(), N, H);
+    EXPECT_TRUE(all_close(g2, g1, 1e-5, 1e-5, "swiglu backward"));
+  }
+  // Rotary: 3 sequences of 50 rows at offset 1000, 3 heads of 16 inside rows of 80 (the rest
+  // untouched), both directions; and inverse(forward(x)) == x.
+  const int rows = 150, T = 50, heads = 3, HS = 16, stride = 80;
+  for (bool inverse : {false, true}) {
+    auto x1 = randn(size_t(rows) * stride, 64), x2 = x1, x0 = x1;
+    ref::rope_apply(x1.data(), rows, T, 1000, stride, heads, HS, 10000.0f, inverse);
+    cpu::rope_apply(x2.data(), rows, T, 1000, stride, heads, HS, 10000.0f, inverse);
+    EXPECT_TRUE(all_close(x2, x1, 1e-4, 1e-5, inverse ? "rope inverse" : "rope"));
+    for (int r = 0; r < rows; ++r)
+      for (int c = heads * HS; c < stride; ++c)
+        ASSERT_EQ(x2[size_t(r) * stride + size_t(c)], x0[size_t(r) * stride + size_t(c)]);
+    cpu::rope_apply(x2.data(), rows, T, 1000, stride, heads, HS, 10000.0f, !inverse);
+    EXPECT_TRUE(all_close(x2, x0, 1e-5, 1e-5, "rope round trip"));
+  }
+}
+
 TEST_P(CpuVsRef, BiasGeluResidual) {
   for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 97}, {4, 3072}}) {
     size_t n = size_t(N) * C;

@@ -119,6 +119,30 @@ TEST(GradCheck, RmsNormAndRelu) {
   EXPECT_GRAD(dy, numeric_grad(y, loss_relu));
 }
 
+TEST(GradCheck, SwigluAndRope) {
+  const int N = 3, H = 4;
+  Vec x = randn<double>(N * 2 * H, 34, 2.0), R = randn<double>(N * H, 35);
+  auto loss = [&] {
+    Vec o(N * H);
+    ref::swiglu_forward(o.data(), x.data(), N, H);
+    return dot(o, R);
+  };
+  Vec dx(x.size());
+  ref::swiglu_backward(dx.data(), x.data(), R.data(), N, H);
+  EXPECT_GRAD(dx, numeric_grad(x, loss));
+  // Rotary is linear in x: d sum(rope(x) R)/dx is the inverse rotation of R.
+  const int rows = 4, T = 2, heads = 2, HS = 4, stride = 9;
+  Vec y = randn<double>(rows * stride, 36), S = randn<double>(rows * stride, 37);
+  auto loss_rope = [&] {
+    Vec o = y;
+    ref::rope_apply(o.data(), rows, T, 5, stride, heads, HS, 100.0f, false);
+    return dot(o, S);
+  };
+  Vec dy = S;
+  ref::rope_apply(dy.data(), rows, T, 5, stride, heads, HS, 100.0f, true);
+  EXPECT_GRAD(dy, numeric_grad(y, loss_rope));
+}
+
 TEST(GradCheck, BiasAndGelu) {
   const int N = 3, C = 4;
   Vec x = randn<double>(N * C, 11, 2.0), b = randn<double>(C, 12), R = randn<double>(N * C, 13);
@@ -231,6 +255,60 @@ TEST(GradCheck, AttentionRules) {
       a.dv = dqkv.data() + 2 * C;
       ref::attention_backward(a);
       EXPECT_GRAD(dqkv, numeric_grad(qkv, loss));
+    }
+}
+
+// Grouped-query attention (4 query heads over 2 key/value heads) with ALiBi slopes, dense and
+// sliding, causal and bidirectional, with key padding: q (B, T, 4 HS) and kv (B, T, 2 * 2 HS).
+TEST(GradCheck, GroupedQueryAlibiAttention) {
+  const int B = 2, NH = 4, NKV = 2, T = 6, HS = 2, C = NH * HS, CKV = NKV * HS;
+  const std::vector<int32_t> lens = {6, 4};
+  const Vec slopes = {0.5, 0.25, 0.125, 0.0625};
+  for (AttnKind kind : {AttnKind::Dense, AttnKind::Sliding})
+    for (bool causal : {true, false}) {
+      SCOPED_TRACE(std::string(kind == AttnKind::Dense ? "dense" : "sliding") +
+                   (causal ? " causal" : " bidirectional"));
+      Vec q = randn<double>(B * T * C, 31), kv = randn<double>(B * T * 2 * CKV, 32);
+      Vec R = randn<double>(B * T * C, 33), lse(B * NH * T);
+      auto args = [&](Vec& o) {
+        AttnArgs<double> a;
+        a.B = B;
+        a.NH = NH;
+        a.Tq = a.Tk = T;
+        a.HS = HS;
+        a.kv_group = NH / NKV;
+        a.alibi = slopes.data();
+        a.causal = causal;
+        a.kind = kind;
+        a.window = 3;
+        a.key_len = lens.data();
+        a.q = q.data();
+        a.k = kv.data();
+        a.v = kv.data() + CKV;
+        a.out = o.data();
+        a.lse = lse.data();
+        a.q_sb = a.o_sb = int64_t(T) * C;
+        a.q_st = a.o_st = C;
+        a.k_sb = a.v_sb = int64_t(T) * 2 * CKV;
+        a.k_st = a.v_st = 2 * CKV;
+        a.q_sh = a.k_sh = a.v_sh = a.o_sh = HS;
+        return a;
+      };
+      auto loss = [&] {
+        Vec o(B * T * C);
+        ref::attention_forward(args(o));
+        return dot(o, R);
+      };
+      Vec o(B * T * C), dq(q.size()), dkv(kv.size());
+      auto a = args(o);
+      ref::attention_forward(a);
+      a.dout = R.data();
+      a.dq = dq.data();
+      a.dk = dkv.data();
+      a.dv = dkv.data() + CKV;
+      ref::attention_backward(a);
+      EXPECT_GRAD(dq, numeric_grad(q, loss));
+      EXPECT_GRAD(dkv, numeric_grad(kv, loss));
     }
 }
 

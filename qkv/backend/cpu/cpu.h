@@ -100,6 +100,12 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
                       const float* weight, const float* rstd, int64_t N, int C);
 void relu_forward(float* out, const float* inp, int64_t n);
 void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+// SwiGLU over rows of [gate | up] (N, 2H) -> (N, H); backward accumulates (see ref.h).
+void swiglu_forward(float* out, const float* inp, int64_t N, int H);
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t N, int H);
+// Rotary positions in place (see ref::rope_apply); cos/sin come from rope_table.
+void rope_apply(float* x, int64_t rows, int T, int64_t pos0, int64_t stride, int heads, int HS,
+                float theta, bool inverse);
 // Fused, tiled attention with online softmax: never holds a Tq x Tk matrix.
 void attention_forward(const AttnArgs<float>& a);
 void attention_backward(const AttnArgs<float>& a);

@@ -148,8 +148,19 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 void residual_forward(float* out, const float* a, const float* b, int64_t n) {
   k().residual_forward(out, a, b, n);
 }
-void attention_forward(const AttnArgs<float>& a) { k().attention_forward(a); }
-void attention_backward(const AttnArgs<float>& a) { k().attention_backward(a); }
+// Argument invariants every attention kernel relies on (a caller bug, not user input).
+static void check_attn(const AttnArgs<float>& a) {
+  QKV_ASSERT(a.kv_group >= 1 && a.NH % a.kv_group == 0);
+  QKV_ASSERT(a.kind != AttnKind::Linear || (a.kv_group == 1 && a.alibi == nullptr));
+}
+void attention_forward(const AttnArgs<float>& a) {
+  check_attn(a);
+  k().attention_forward(a);
+}
+void attention_backward(const AttnArgs<float>& a) {
+  check_attn(a);
+  k().attention_backward(a);
+}
 void release_attention_scratch() { k().release_attention_scratch(); }
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
                      int C, float eps) {
@@ -160,6 +171,12 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
   k().rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
 }
 void relu_forward(float* out, const float* inp, int64_t n) { k().relu_forward(out, inp, n); }
+void swiglu_forward(float* out, const float* inp, int64_t N, int H) {
+  k().swiglu_forward(out, inp, N, H);
+}
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int64_t N, int H) {
+  k().swiglu_backward(dinp, inp, dout, N, H);
+}
 void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
   k().relu_backward(dinp, inp, dout, n);
 }

@@ -46,6 +46,8 @@ struct IsaTable {
                            int64_t, int);
   void (*relu_forward)(float*, const float*, int64_t);
   void (*relu_backward)(float*, const float*, const float*, int64_t);
+  void (*swiglu_forward)(float*, const float*, int64_t, int);
+  void (*swiglu_backward)(float*, const float*, const float*, int64_t, int);
   void (*crossentropy_forward)(float*, float*, const float*, const int32_t*, int64_t, int);
   void (*crossentropy_backward)(float*, const float*, const float*, const int32_t*, const float*,
                                 int64_t, int);

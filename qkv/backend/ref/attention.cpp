@@ -43,7 +43,7 @@ void linear_forward(const AttnArgs<T>& a) {
         for (int j = 0; j < a.Tk; ++j) {
           w[j] = 0;
           if (!visible(a, b, i, j)) continue;
-          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
+          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
           for (int d = 0; d < a.HS; ++d) w[j] += fq[d] * elu1(k[d]);
           den += w[j];
         }
@@ -52,7 +52,8 @@ void linear_forward(const AttnArgs<T>& a) {
         for (int d = 0; d < a.HS; ++d) {
           double acc = 0;
           for (int j = 0; j < a.Tk; ++j)
-            if (w[j] != 0) acc += w[j] * a.v[b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh + d];
+            if (w[j] != 0)
+              acc += w[j] * a.v[b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh + d];
           o[d] = den > 0 ? T(acc / den) : T(0);
         }
       }
@@ -74,8 +75,8 @@ void linear_backward(const AttnArgs<T>& a) {
         std::fill(o.begin(), o.end(), 0.0);
         for (int j = 0; j < a.Tk; ++j) {
           if (!visible(a, b, i, j)) continue;
-          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
-          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh;
+          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
+          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh;
           double wij = 0;
           for (int d = 0; d < a.HS; ++d) wij += fq[d] * elu1(k[d]);
           den += wij;
@@ -88,10 +89,10 @@ void linear_backward(const AttnArgs<T>& a) {
         std::fill(dfq.begin(), dfq.end(), 0.0);
         for (int j = 0; j < a.Tk; ++j) {
           if (!visible(a, b, i, j)) continue;
-          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
-          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh;
-          T* dk = a.dk + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
-          T* dv = a.dv + b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh;
+          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
+          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh;
+          T* dk = a.dk + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
+          T* dv = a.dv + b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh;
           double wij = 0, dOv = 0;
           for (int d = 0; d < a.HS; ++d) {
             fk[d] = elu1(k[d]);
@@ -120,10 +121,11 @@ double probs_row(const AttnArgs<T>& a, int b, int h, int i, std::vector<double>&
       p[j] = -std::numeric_limits<double>::infinity();
       continue;
     }
-    const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
+    const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
     double s = 0;
     for (int d = 0; d < a.HS; ++d) s += double(q[d]) * k[d];
     p[j] = s * scale;
+    if (a.alibi) p[j] -= double(a.alibi[h]) * std::abs(a.q_offset + i - j);
     mx = std::max(mx, p[j]);
   }
   double sum = 0;
@@ -150,7 +152,7 @@ void attention_forward(const AttnArgs<T>& a) {
         for (int d = 0; d < a.HS; ++d) {
           double acc = 0;
           for (int j = 0; j < a.Tk; ++j)
-            acc += p[j] * a.v[b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh + d];
+            acc += p[j] * a.v[b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh + d];
           o[d] = T(acc);
         }
       }
@@ -170,8 +172,8 @@ void attention_backward(const AttnArgs<T>& a) {
         T* dq = a.dq + b * a.q_sb + int64_t(i) * a.q_st + h * a.q_sh;
         double dot = 0;  // sum_j p_j dp_j
         for (int j = 0; j < a.Tk; ++j) {
-          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh;
-          T* dv = a.dv + b * a.v_sb + int64_t(j) * a.v_st + h * a.v_sh;
+          const T* v = a.v + b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh;
+          T* dv = a.dv + b * a.v_sb + int64_t(j) * a.v_st + (h / a.kv_group) * a.v_sh;
           double s = 0;
           for (int d = 0; d < a.HS; ++d) {
             s += double(dO[d]) * v[d];
@@ -183,8 +185,8 @@ void attention_backward(const AttnArgs<T>& a) {
         for (int j = 0; j < a.Tk; ++j) {
           if (p[j] == 0) continue;
           double ds = p[j] * (dp[j] - dot) * scale;
-          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
-          T* dk = a.dk + b * a.k_sb + int64_t(j) * a.k_st + h * a.k_sh;
+          const T* k = a.k + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
+          T* dk = a.dk + b * a.k_sb + int64_t(j) * a.k_st + (h / a.kv_group) * a.k_sh;
           for (int d = 0; d < a.HS; ++d) {
             dq[d] += T(ds * k[d]);
             dk[d] += T(ds * q[d]);

@@ -12,8 +12,8 @@ void encoder_forward(T* out, const int32_t* inp, const T* wte, const T* wpe, int
     for (int t = 0; t < Tt; ++t) {
       T* o = out + (int64_t(b) * Tt + t) * C;
       const T* e = wte + int64_t(inp[b * Tt + t]) * C;
-      const T* p = wpe + int64_t(t) * C;
-      for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+      const T* p = wpe ? wpe + int64_t(t) * C : nullptr;  // null: no additive positions
+      for (int c = 0; c < C; ++c) o[c] = e[c] + (p ? p[c] : T(0));
     }
 }
 
@@ -163,6 +163,47 @@ void relu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
     if (inp[i] > 0) dinp[i] += dout[i];
 }
 
+// ---- SwiGLU ----
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int64_t N, int H) {
+  for (int64_t r = 0; r < N; ++r)
+    for (int i = 0; i < H; ++i) {
+      const double g = inp[r * 2 * H + i], u = inp[r * 2 * H + H + i];
+      out[r * H + i] = T(g / (1 + std::exp(-g)) * u);
+    }
+}
+
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int64_t N, int H) {
+  for (int64_t r = 0; r < N; ++r)
+    for (int i = 0; i < H; ++i) {
+      const double g = inp[r * 2 * H + i], u = inp[r * 2 * H + H + i], d = dout[r * H + i];
+      const double sg = 1 / (1 + std::exp(-g));
+      dinp[r * 2 * H + i] += T(d * u * sg * (1 + g * (1 - sg)));
+      dinp[r * 2 * H + H + i] += T(d * g * sg);
+    }
+}
+
+// ---- rotary positions ----
+template <typename T>
+void rope_apply(T* x, int64_t rows, int T_, int64_t pos0, int64_t stride, int heads, int HS,
+                float theta, bool inverse) {
+  const int half = HS / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double p = double(pos0 + r % T_);
+    for (int h = 0; h < heads; ++h) {
+      T* v = x + r * stride + int64_t(h) * HS;
+      for (int i = 0; i < half; ++i) {
+        const double angle = p * std::pow(double(theta), -2.0 * i / HS);
+        const double c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
+        const double a = v[i], b = v[i + half];
+        v[i] = T(a * c - b * s);
+        v[i + half] = T(b * c + a * s);
+      }
+    }
+  }
+}
+
 // ---- residual ----
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n) {
@@ -184,7 +225,10 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int, float);               \
   template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int); \
   template void relu_forward<T>(T*, const T*, int64_t);                                            \
-  template void relu_backward<T>(T*, const T*, const T*, int64_t);
+  template void relu_backward<T>(T*, const T*, const T*, int64_t);                                 \
+  template void swiglu_forward<T>(T*, const T*, int64_t, int);                                     \
+  template void swiglu_backward<T>(T*, const T*, const T*, int64_t, int);                          \
+  template void rope_apply<T>(T*, int64_t, int, int64_t, int64_t, int, int, float, bool);
 QKV_INSTANTIATE(float)
 QKV_INSTANTIATE(double)
 #undef QKV_INSTANTIATE

@@ -44,6 +44,21 @@ void relu_forward(T* out, const T* inp, int64_t n);
 template <typename T>
 void relu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
 
+// SwiGLU (Shazeer 2020): inp (N, 2H) holds [gate | up] per row; out (N, H) = silu(gate) * up
+// with silu(g) = g sigmoid(g). dinp (N, 2H) += the gradients of gate and up.
+template <typename T>
+void swiglu_forward(T* out, const T* inp, int64_t N, int H);
+template <typename T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int64_t N, int H);
+
+// Rotary position embedding (RoFormer), rotate-half pairing (GPT-NeoX, LLaMA): in each head of
+// HS channels, channel i < HS/2 pairs with i + HS/2 and the pair turns by angle
+// pos * theta^(-2i/HS). x holds `rows` rows (row stride `stride`) of `heads` heads from channel
+// 0; row r sits at position pos0 + r % T. inverse turns back (the backward pass: the transpose).
+template <typename T>
+void rope_apply(T* x, int64_t rows, int T_, int64_t pos0, int64_t stride, int heads, int HS,
+                float theta, bool inverse);
+
 // out (N,OC) += bias (OC) broadcast over rows; dbias (OC) += column sums of dout (N,OC).
 template <typename T>
 void bias_forward(T* out, const T* bias, int64_t N, int OC);
