@@ -104,7 +104,8 @@ void add_inspect(CLI::App& app) {
       r.vocab_text[size_t(v)] = tok->token_bytes(v);
     // Attribution of the token the model predicts after the prompt.
     const interp::LensEntry* top = r.lens.at(r.lens.rows - 1, T - 1);
-    r.dla = interp::direct_logit_attribution(model, ids, T - 1, top[0].token);
+    // Post-norm models have no linear read-out of the stream: no attribution (the report says so).
+    if (c.final_norm()) r.dla = interp::direct_logit_attribution(model, ids, T - 1, top[0].token);
     r.dla_token_text = r.vocab_text[size_t(top[0].token)];
     r.ablation = T >= 2 ? interp::ablations(model, ids) : interp::Ablations{};
     if (answer >= 0)

@@ -21,8 +21,9 @@ void add_train(CLI::App& app) {
     std::string preset = "baby";
     std::optional<int> n_layer, n_head, n_embd, block_size;
     std::optional<bool> bias;
-    std::optional<std::string> attention, pos, norm, activation;
-    std::optional<int> window, attn_block, attn_local_blocks, attn_global;
+    std::optional<std::string> attention, pos, norm, norm_position, activation;
+    std::optional<int> window, attn_block, attn_local_blocks, attn_global, n_kv_head, n_inner;
+    std::optional<float> rope_theta;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -50,11 +51,20 @@ void add_train(CLI::App& app) {
   cmd->add_option("--attn-global", a->attn_global,
                   "block_sparse: leading tokens that see and are seen by every position");
   cmd->add_option("--norm", a->norm, "Norm: layernorm (GPT-2, default) or rmsnorm (no bias)");
+  cmd->add_option("--norm-position", a->norm_position,
+                  "Norm placement: pre (GPT-2, default: x + f(norm(x)), final norm) or post (the "
+                  "original Transformer: norm(x + f(x)))");
   cmd->add_option("--activation", a->activation,
-                  "MLP activation: gelu (tanh form, default) or relu");
+                  "MLP activation: gelu (tanh form, default), relu or swiglu (silu(gate) * up)");
+  cmd->add_option("--n-inner", a->n_inner, "MLP hidden width (default 4 x --n-embd)");
+  cmd->add_option("--n-kv-head", a->n_kv_head,
+                  "Key/value heads for grouped-query attention (divides --n-head; 1 = "
+                  "multi-query; default --n-head)");
   cmd->add_option("--pos", a->pos,
-                  "Positions: learned (GPT-2, default) or sinusoidal (fixed; with sliding or "
-                  "linear attention, generation runs past --block-size)");
+                  "Positions: learned (GPT-2, default), sinusoidal (fixed), rope (rotary) or "
+                  "alibi (linear biases); all but learned generate past --block-size with "
+                  "sliding or linear attention");
+  cmd->add_option("--rope-theta", a->rope_theta, "Rotary base (with --pos rope; default 10000)");
   cmd->add_option("--tokenizer", a->o.tokenizer,
                   "char (sorted unique characters; default), byte, or a directory with a BPE "
                   "vocabulary (vocab.json + merges.txt)");
@@ -118,11 +128,22 @@ void add_train(CLI::App& app) {
                 "--norm: unknown '{}' (layernorm, rmsnorm)", *a->norm);
       c.norm = *a->norm == "rmsnorm" ? GPTConfig::Norm::RMSNorm : GPTConfig::Norm::LayerNorm;
     }
-    if (a->activation) {
-      QKV_CHECK(*a->activation == "gelu" || *a->activation == "relu",
-                "--activation: unknown '{}' (gelu, relu)", *a->activation);
-      c.act = *a->activation == "relu" ? GPTConfig::Act::ReLU : GPTConfig::Act::GeluTanh;
+    if (a->norm_position) {
+      QKV_CHECK(*a->norm_position == "pre" || *a->norm_position == "post",
+                "--norm-position: unknown '{}' (pre, post)", *a->norm_position);
+      c.norm_pos = *a->norm_position == "post" ? GPTConfig::NormPos::Post : GPTConfig::NormPos::Pre;
     }
+    if (a->activation) {
+      const std::string& act = *a->activation;
+      QKV_CHECK(act == "gelu" || act == "relu" || act == "swiglu",
+                "--activation: unknown '{}' (gelu, relu, swiglu)", act);
+      c.act = act == "relu"     ? GPTConfig::Act::ReLU
+              : act == "swiglu" ? GPTConfig::Act::SwiGLU
+                                : GPTConfig::Act::GeluTanh;
+    }
+    if (a->n_kv_head) c.n_kv_head = *a->n_kv_head;
+    if (a->n_inner) c.n_inner = *a->n_inner;
+    if (a->rope_theta) c.rope_theta = *a->rope_theta;
     if (a->window) c.window = *a->window;
     if (a->attn_block) c.attn_block = *a->attn_block;
     if (a->attn_local_blocks) c.attn_local_blocks = *a->attn_local_blocks;

@@ -106,6 +106,9 @@ Attribution direct_logit_attribution(GPT& m, const std::vector<int32_t>& ids, in
   const int T = int(ids.size());
   QKV_CHECK(pos >= 0 && pos < T, "position {} out of range [0, {})", pos, T);
   QKV_CHECK(token >= 0 && token < V, "token {} out of range [0, {})", token, V);
+  QKV_CHECK(c.final_norm(),
+            "direct logit attribution needs a pre-norm model: post-norm blocks normalise the "
+            "stream after every block, so the logit is not a sum of the components' writes");
   Hooks hooks;
   hooks.cache({HookPoint::Embed, -1});
   for (int l = 0; l < L; ++l) {

@@ -208,6 +208,11 @@ document.getElementById("head").innerHTML = "<p>Model <b>" + esc(D.model) + "</b
 // Direct logit attribution: bars sorted by size.
 (function () {
   const a = D.direct_logit_attribution;
+  if (!a.parts.length) {
+    document.getElementById("dla").innerHTML = '<p class="note">Not available for a post-norm model: every block ' +
+      "normalises the stream, so the logit is not a sum of the components' writes.</p>";
+    return;
+  }
   const parts = a.parts.slice().sort((x, y) => Math.abs(y.value) - Math.abs(x.value));
   const mx = Math.max(1e-9, ...parts.map(p => Math.abs(p.value)));
   let s = "<p>Logit of " + esc(JSON.stringify(a.text)) + " (the model's top prediction) at position " + a.position +

@@ -20,7 +20,8 @@ struct LayerActs {
   size_t ln1, ln1_mean, ln1_rstd, qkv, atty, lse, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
       res3, size;
 };
-LayerActs layer_acts(int B, int T, int C, int NH) {
+LayerActs layer_acts(int B, int T, const GPTConfig& c) {
+  const int C = c.n_embd, NH = c.n_head;
   const size_t N = size_t(B) * T;
   LayerActs a{};
   size_t o = 0;
@@ -32,15 +33,15 @@ LayerActs layer_acts(int B, int T, int C, int NH) {
   a.ln1 = take(N * C);
   a.ln1_mean = take(N);
   a.ln1_rstd = take(N);
-  a.qkv = take(N * 3 * C);
+  a.qkv = take(N * size_t(c.qkv_width()));
   a.atty = take(N * C);
   a.lse = take(size_t(B) * NH * T);
   a.res2 = take(N * C);
   a.ln2 = take(N * C);
   a.ln2_mean = take(N);
   a.ln2_rstd = take(N);
-  a.fch = take(N * 4 * C);
-  a.fch_gelu = take(N * 4 * C);
+  a.fch = take(N * size_t(c.fc_width()));
+  a.fch_gelu = take(N * size_t(c.mlp_hidden()));
   a.res3 = take(N * C);
   a.size = o;
   return a;
@@ -55,11 +56,28 @@ void sinusoid_add(float* x, int64_t p, int C) {
     x[c] += float(c & 1 ? std::cos(angle) : std::sin(angle));
   }
 }
+// ALiBi's head slopes: the geometric sequence 2^(-8/n), 2^(-16/n), ... for n heads when n is a
+// power of two; otherwise the paper's rule: the sequence of the largest power of two below n,
+// then every other slope of the next power's sequence.
+std::vector<float> alibi_slopes(int n) {
+  auto pow2_slopes = [](int m) {
+    std::vector<double> out(static_cast<size_t>(m));
+    for (int i = 0; i < m; ++i) out[size_t(i)] = std::pow(2.0, -8.0 * (i + 1) / m);
+    return out;
+  };
+  int p = 1;
+  while (p * 2 <= n) p *= 2;
+  std::vector<double> s = pow2_slopes(p);
+  const std::vector<double> extra = pow2_slopes(2 * p);
+  for (int i = 0; int(s.size()) < n; i += 2) s.push_back(extra[size_t(i)]);
+  return std::vector<float>(s.begin(), s.end());
+}
 }  // namespace
 
 GPT::GPT(const GPTConfig& config) : config_(config) {
   config_.validate();
-  const int C = config_.n_embd;
+  const int C = config_.n_embd, QW = config_.qkv_width(), H = config_.mlp_hidden(),
+            F = config_.fc_width();
   const bool bias = config_.bias;
   const bool norm_bias = bias && config_.norm == GPTConfig::Norm::LayerNorm;
   auto add = [&](const std::string& name, Shape shape, bool decay) {
@@ -78,24 +96,28 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     LayerOffsets o{};
     o.ln1_w = add(p + "ln_1.weight", {C}, false);
     o.ln1_b = norm_bias ? add(p + "ln_1.bias", {C}, false) : kNone;
-    o.attn_w = add(p + "attn.c_attn.weight", {C, 3 * C}, true);
-    o.attn_b = bias ? add(p + "attn.c_attn.bias", {3 * C}, false) : kNone;
+    o.attn_w = add(p + "attn.c_attn.weight", {C, QW}, true);
+    o.attn_b = bias ? add(p + "attn.c_attn.bias", {QW}, false) : kNone;
     o.attnproj_w = add(p + "attn.c_proj.weight", {C, C}, true);
     o.attnproj_b = bias ? add(p + "attn.c_proj.bias", {C}, false) : kNone;
     o.ln2_w = o.ln2_b = o.fc_w = o.fc_b = o.fcproj_w = o.fcproj_b = kNone;
     if (config_.mlp) {
       o.ln2_w = add(p + "ln_2.weight", {C}, false);
       o.ln2_b = norm_bias ? add(p + "ln_2.bias", {C}, false) : kNone;
-      o.fc_w = add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
-      o.fc_b = bias ? add(p + "mlp.c_fc.bias", {4 * C}, false) : kNone;
-      o.fcproj_w = add(p + "mlp.c_proj.weight", {4 * C, C}, true);
+      o.fc_w = add(p + "mlp.c_fc.weight", {C, F}, true);
+      o.fc_b = bias ? add(p + "mlp.c_fc.bias", {F}, false) : kNone;
+      o.fcproj_w = add(p + "mlp.c_proj.weight", {H, C}, true);
       o.fcproj_b = bias ? add(p + "mlp.c_proj.bias", {C}, false) : kNone;
     }
     layer_.push_back(o);
   }
-  lnf_w_ = add("ln_f.weight", {C}, false);
-  lnf_b_ = norm_bias ? add("ln_f.bias", {C}, false) : kNone;
+  lnf_w_ = lnf_b_ = kNone;
+  if (config_.final_norm()) {
+    lnf_w_ = add("ln_f.weight", {C}, false);
+    lnf_b_ = norm_bias ? add("ln_f.bias", {C}, false) : kNone;
+  }
   params_buf_.assign(n_params_, 0.0f);
+  if (config_.pos == PosEncoding::Alibi) alibi_ = alibi_slopes(config_.n_head);
 }
 
 float* GPT::grad_data() {
@@ -135,7 +157,7 @@ void GPT::plan_activations(int B, int T) {
   if (B == B_ && T == T_) return;
   const int C = config_.n_embd, V = config_.vocab_size;
   const size_t N = size_t(B) * T;
-  LayerActs la = layer_acts(B, T, C, config_.n_head);
+  LayerActs la = layer_acts(B, T, config_);
   size_t o = 0;
   auto take = [&](size_t n) {
     size_t r = o;
@@ -173,7 +195,7 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   QKV_CHECK(T <= c.max_positions(), "[gpt] sequence length {} exceeds block_size {}", T,
             c.block_size);
   plan_activations(B, T);
-  const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
+  const int C = c.n_embd, V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
   for (int64_t i = 0; i < N; ++i) {
     QKV_CHECK(ids[i] >= 0 && ids[i] < V,
@@ -188,26 +210,35 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
 
   const float* P = params_buf_.data();
   float* A = acts_.data();
-  const LayerActs la = layer_acts(B, T, C, NH);
+  const LayerActs la = layer_acts(B, T, c);
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
 
-  cpu::encoder_forward(A + act_encoded_, ids, P + wte_,
-                       wpe_ != kNone ? P + wpe_ : pos_table_.data(), B, T, C);
+  const float* pos_add = wpe_ != kNone                      ? P + wpe_
+                         : c.pos == PosEncoding::Sinusoidal ? pos_table_.data()
+                                                            : nullptr;
+  cpu::encoder_forward(A + act_encoded_, ids, P + wte_, pos_add, B, T, C);
   hooked_pass_ = hooks_ != nullptr;
   auto hook = [&](HookPoint point, int layer, float* data, int width) {
     if (hooks_) hooks_->run({point, layer}, data, B, T, width);
   };
   hook(HookPoint::Embed, -1, A + act_encoded_, C);
+  const bool post = !c.final_norm();
+  const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
   const float* x = A + act_encoded_;
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
-    norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C,
-                 c.ln_eps);
-    nn::linear_forward(L + la.qkv, L + la.ln1, P + w.attn_w, opt(w.attn_b), N, C, 3 * C, prec_);
-    hook(HookPoint::Qkv, l, L + la.qkv, 3 * C);
-    auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
-    c.apply_attention(args);
+    // Pre-norm: attention reads ln_1(x); post-norm: x itself, and ln_1 follows the residual.
+    const float* attn_in = x;
+    if (!post) {
+      norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C,
+                   c.ln_eps);
+      attn_in = L + la.ln1;
+    }
+    nn::linear_forward(L + la.qkv, attn_in, P + w.attn_w, opt(w.attn_b), N, C, QW, prec_);
+    if (c.pos == PosEncoding::Rope) rotate_qk(L + la.qkv, N, T, 0, false);
+    hook(HookPoint::Qkv, l, L + la.qkv, QW);
+    auto args = self_attention_args(L + la.qkv, L + la.atty, L + la.lse, B, T);
     cpu::attention_forward(args);
     hook(HookPoint::Heads, l, L + la.atty, C);
     // res2 = x + atty @ Wproj + b: the projection lands in res2, then x is added.
@@ -215,28 +246,46 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
                        prec_);
     hook(HookPoint::AttnOut, l, L + la.res2, C);
     cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
-    if (!c.mlp) {  // attention-only: the block's output is res2 (kept in res3's slot)
-      std::memcpy(L + la.res3, L + la.res2, sizeof(float) * size_t(N) * C);
-      hook(HookPoint::ResidPost, l, L + la.res3, C);
-      x = L + la.res3;
+    const float* mid = L + la.res2;  // the stream between attention and MLP
+    if (post) {
+      norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, L + la.res2, P + w.ln1_w,
+                   opt(w.ln1_b), N, C, c.ln_eps);
+      mid = L + la.ln1;
+    }
+    float* out = layer_output(l);
+    if (!c.mlp) {  // attention-only: pre-norm keeps the block's output in res3's slot
+      if (!post) std::memcpy(out, mid, sizeof(float) * size_t(N) * C);
+      hook(HookPoint::ResidPost, l, out, C);
+      x = out;
       continue;
     }
-    norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res2, P + w.ln2_w,
-                 opt(w.ln2_b), N, C, c.ln_eps);
-    nn::linear_forward(L + la.fch, L + la.ln2, P + w.fc_w, opt(w.fc_b), N, C, 4 * C, prec_);
-    act_forward(L + la.fch_gelu, L + la.fch, N * 4 * C);
-    nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, 4 * C, C,
+    const float* mlp_in = mid;
+    if (!post) {
+      norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, mid, P + w.ln2_w, opt(w.ln2_b), N,
+                   C, c.ln_eps);
+      mlp_in = L + la.ln2;
+    }
+    nn::linear_forward(L + la.fch, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F, prec_);
+    act_forward(L + la.fch_gelu, L + la.fch, N);
+    nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, H, C,
                        prec_);
     hook(HookPoint::MlpOut, l, L + la.res3, C);
-    cpu::residual_forward(L + la.res3, L + la.res3, L + la.res2, N * C);
-    hook(HookPoint::ResidPost, l, L + la.res3, C);
-    x = L + la.res3;
+    cpu::residual_forward(L + la.res3, L + la.res3, mid, N * C);
+    if (post)
+      norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res3, P + w.ln2_w,
+                   opt(w.ln2_b), N, C, c.ln_eps);
+    hook(HookPoint::ResidPost, l, out, C);
+    x = out;
   }
-  norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N, C,
-               c.ln_eps);
-  // logits = ln_f(x) @ wte^T
-  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, A + act_lnf_, C, P + wte_, C, 0.0f,
-             A + act_logits_, V);
+  // logits = ln_f(x) @ wte^T (post-norm: x @ wte^T, the last block already normalised).
+  const float* head_in = x;
+  if (!post) {
+    norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N,
+                 C, c.ln_eps);
+    head_in = A + act_lnf_;
+  }
+  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f, A + act_logits_,
+             V);
   if (!targets) return 0.0f;
   cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets, N, V);
   double sum = 0;
@@ -254,17 +303,19 @@ void GPT::backward(float loss_scale) {
   QKV_CHECK(have_targets_, "[gpt] backward() needs a forward pass with targets");
   QKV_CHECK(!hooked_pass_, "[gpt] backward() after a forward pass with hooks (analysis only)");
   const GPTConfig& c = config_;
-  const int B = B_, T = T_, C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
+  const int B = B_, T = T_, C = c.n_embd, V = c.vocab_size;
+  const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
+  const bool post = !c.final_norm();
   const int64_t N = int64_t(B) * T;
-  const LayerActs la = layer_acts(B, T, C, NH);
+  const LayerActs la = layer_acts(B, T, c);
   float* G = grad_data();
   const float* P = params_buf_.data();
   float* A = acts_.data();
-  // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,3C); dfch_gelu, dfch
-  // (N,4C).
+  // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,QW); dfch_gelu
+  // (N,H), dfch (N,F).
   const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C,
-               g_dqkv = g_datty + N * C, g_dfchg = g_dqkv + N * 3 * C, g_dfch = g_dfchg + N * 4 * C,
-               g_size = g_dfch + N * 4 * C;
+               g_dqkv = g_datty + N * C, g_dfchg = g_dqkv + N * QW, g_dfch = g_dfchg + N * H,
+               g_size = g_dfch + N * F;
   if (grad_acts_.size() != g_size) grad_acts_.assign(g_size, 0.0f);
   float* D = grad_acts_.data();
   auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
@@ -274,50 +325,123 @@ void GPT::backward(float loss_scale) {
   for (int64_t i = 0; i < N; ++i) dl[i] = targets_[i] >= 0 ? dmean : 0.0f;
   float* dlogits = A + act_logits_;  // in place: logits become their gradient
   cpu::crossentropy_backward(dlogits, dlogits, A + act_lse_, targets_.data(), dl, N, V);
-  // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
-  nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln, C);
-  nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_,
-             C);
-  const float* x_last = A + act_layer_ + act_layer_stride_ * (c.n_layer - 1) + la.res3;
-  std::fill(D + g_dres, D + g_dres + N * C, 0.0f);
-  norm_backward(D + g_dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
-                A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
+  const float* x_last = layer_output(c.n_layer - 1);
+  float* dres = D + g_dres;
+  if (!post) {
+    // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
+    nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln,
+               C);
+    nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_,
+               C);
+    std::fill(dres, dres + N * C, 0.0f);
+    norm_backward(dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_, A + act_lnf_mean_,
+                  A + act_lnf_rstd_, N, C);
+  } else {
+    nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, dres, C);
+    nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, x_last, C, 1.0f, G + wte_, C);
+  }
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
-    const float* x =
-        l == 0 ? A + act_encoded_ : A + act_layer_ + act_layer_stride_ * (l - 1) + la.res3;
-    float* dres = D + g_dres;
-    if (c.mlp) {
-      // MLP: res3 = res2 + gelu(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
+    const float* x = l == 0 ? A + act_encoded_ : layer_output(l - 1);
+    // dres holds d(block output).
+    if (post) {
+      // out = ln2(mid + mlp(mid)), mid = ln1(x + attn(x)): dres becomes d(res2).
+      float* dmid = D + g_datty;
+      if (c.mlp) {
+        float* dres3 = D + g_dln;
+        std::fill(dres3, dres3 + N * C, 0.0f);
+        norm_backward(dres3, G + w.ln2_w, gopt(w.ln2_b), dres, L + la.res3, P + w.ln2_w,
+                      L + la.ln2_mean, L + la.ln2_rstd, N, C);
+        nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres3, L + la.fch_gelu,
+                            P + w.fcproj_w, N, H, C, false, prec_);
+        std::fill(D + g_dfch, D + g_dfch + N * F, 0.0f);
+        act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
+        nn::linear_backward(dmid, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln1, P + w.fc_w, N,
+                            C, F, false, prec_);
+        cpu::residual_forward(dmid, dmid, dres3, N * C);
+      } else {
+        std::memcpy(dmid, dres, sizeof(float) * size_t(N) * C);
+      }
+      std::fill(dres, dres + N * C, 0.0f);
+      norm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), dmid, L + la.res2, P + w.ln1_w,
+                    L + la.ln1_mean, L + la.ln1_rstd, N, C);
+    } else if (c.mlp) {
+      // MLP: res3 = res2 + act(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
       nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
-                          P + w.fcproj_w, N, 4 * C, C, false, prec_);
-      std::fill(D + g_dfch, D + g_dfch + N * 4 * C, 0.0f);
-      act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N * 4 * C);
+                          P + w.fcproj_w, N, H, C, false, prec_);
+      std::fill(D + g_dfch, D + g_dfch + N * F, 0.0f);
+      act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
       nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
-                          N, C, 4 * C, false, prec_);
+                          N, C, F, false, prec_);
       norm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
                     L + la.ln2_mean, L + la.ln2_rstd, N, C);
     }
-    // Attention: res2 = x + attn(ln1(x)) @ Wproj + bproj
+    // Attention: res2 = x + attn(in) @ Wproj + bproj with in = ln1(x) (pre) or x (post).
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
                         P + w.attnproj_w, N, C, C, false, prec_);
-    std::fill(D + g_dqkv, D + g_dqkv + N * 3 * C, 0.0f);
-    auto args = attn_args_packed_qkv<float>(L + la.qkv, L + la.atty, L + la.lse, B, T, NH, HS);
-    c.apply_attention(args);
+    std::fill(D + g_dqkv, D + g_dqkv + N * QW, 0.0f);
+    auto args = self_attention_args(L + la.qkv, L + la.atty, L + la.lse, B, T);
+    const int CKV = c.kv_heads() * c.head_size();
     args.dout = D + g_datty;
     args.dq = D + g_dqkv;
     args.dk = D + g_dqkv + C;
-    args.dv = D + g_dqkv + 2 * C;
+    args.dv = D + g_dqkv + C + CKV;
     cpu::attention_backward(args);
-    nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1,
-                        P + w.attn_w, N, C, 3 * C, false, prec_);
-    norm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w, L + la.ln1_mean,
-                  L + la.ln1_rstd, N, C);
+    if (c.pos == PosEncoding::Rope) rotate_qk(D + g_dqkv, N, T, 0, true);
+    if (post) {
+      nn::linear_backward(dres, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, x, P + w.attn_w, N, C, QW,
+                          true, prec_);
+    } else {
+      nn::linear_backward(D + g_dln, G + w.attn_w, gopt(w.attn_b), D + g_dqkv, L + la.ln1,
+                          P + w.attn_w, N, C, QW, false, prec_);
+      norm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), D + g_dln, x, P + w.ln1_w, L + la.ln1_mean,
+                    L + la.ln1_rstd, N, C);
+    }
   }
   cpu::encoder_backward(G + wte_, wpe_ != kNone ? G + wpe_ : nullptr, D + g_dres, ids_.data(), B, T,
                         C);
   have_targets_ = false;  // the logits buffer now holds gradients
+}
+
+float* GPT::layer_output(int l) {
+  float* L = acts_.data() + act_layer_ + act_layer_stride_ * l;
+  const LayerActs la = layer_acts(B_, T_, config_);
+  if (config_.final_norm()) return L + la.res3;
+  return L + (config_.mlp ? la.ln2 : la.ln1);
+}
+
+AttnArgs<float> GPT::self_attention_args(const float* qkv, float* out, float* lse, int B,
+                                         int T) const {
+  const GPTConfig& c = config_;
+  const int C = c.n_embd, HS = c.head_size(), QW = c.qkv_width();
+  AttnArgs<float> a;
+  a.B = B;
+  a.NH = c.n_head;
+  a.Tq = a.Tk = T;
+  a.HS = HS;
+  c.apply_attention(a);
+  a.alibi = alibi_.empty() ? nullptr : alibi_.data();
+  a.q = qkv;
+  a.k = qkv + C;
+  a.v = qkv + C + int64_t(c.kv_heads()) * HS;
+  a.out = out;
+  a.lse = lse;
+  a.q_sb = a.k_sb = a.v_sb = int64_t(T) * QW;
+  a.q_st = a.k_st = a.v_st = QW;
+  a.q_sh = a.k_sh = a.v_sh = HS;
+  a.o_sb = int64_t(T) * C;
+  a.o_st = C;
+  a.o_sh = HS;
+  return a;
+}
+
+void GPT::rotate_qk(float* qkv, int64_t rows, int T, int64_t pos0, bool inverse) const {
+  const GPTConfig& c = config_;
+  const int HS = c.head_size(), QW = c.qkv_width();
+  // Queries (n_head heads from channel 0), then keys (kv_heads() heads from channel C).
+  cpu::rope_apply(qkv, rows, T, pos0, QW, c.n_head, HS, c.rope_theta, inverse);
+  cpu::rope_apply(qkv + c.n_embd, rows, T, pos0, QW, c.kv_heads(), HS, c.rope_theta, inverse);
 }
 
 void GPT::norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
@@ -337,21 +461,36 @@ void GPT::norm_backward(float* dinp, float* dw, float* db, const float* dout, co
     cpu::layernorm_backward(dinp, dw, db, dout, in, w, mean, rstd, N, C);
 }
 
-void GPT::act_forward(float* out, const float* in, int64_t n) const {
-  if (config_.act == GPTConfig::Act::ReLU)
-    cpu::relu_forward(out, in, n);
-  else
-    cpu::gelu_forward(out, in, n);
+void GPT::act_forward(float* out, const float* in, int64_t rows) const {
+  const int64_t H = config_.mlp_hidden();
+  switch (config_.act) {
+    case GPTConfig::Act::ReLU:
+      return cpu::relu_forward(out, in, rows * H);
+    case GPTConfig::Act::SwiGLU:
+      return cpu::swiglu_forward(out, in, rows, int(H));
+    default:
+      return cpu::gelu_forward(out, in, rows * H);
+  }
 }
 
-void GPT::act_backward(float* dinp, const float* in, const float* dout, int64_t n) const {
-  if (config_.act == GPTConfig::Act::ReLU)
-    cpu::relu_backward(dinp, in, dout, n);
-  else
-    cpu::gelu_backward(dinp, in, dout, n);
+void GPT::act_backward(float* dinp, const float* in, const float* dout, int64_t rows) const {
+  const int64_t H = config_.mlp_hidden();
+  switch (config_.act) {
+    case GPTConfig::Act::ReLU:
+      return cpu::relu_backward(dinp, in, dout, rows * H);
+    case GPTConfig::Act::SwiGLU:
+      return cpu::swiglu_backward(dinp, in, dout, rows, int(H));
+    default:
+      return cpu::gelu_backward(dinp, in, dout, rows * H);
+  }
 }
 
 void GPT::final_norm(const float* x, int rows, float* out) const {
+  const size_t n = size_t(rows) * size_t(config_.n_embd);
+  if (!config_.final_norm()) {  // post-norm: the blocks' output goes to the head as it is
+    std::copy(x, x + n, out);
+    return;
+  }
   std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
   const float* P = params_buf_.data();
   norm_forward(out, mean.data(), rstd.data(), x, P + lnf_w_, lnf_b_ == kNone ? nullptr : P + lnf_b_,
@@ -365,19 +504,34 @@ void GPT::attention_map(int layer, int b, int head, float* out) const {
             c.n_layer);
   QKV_CHECK(head >= 0 && head < c.n_head, "[gpt] head {} out of range [0, {})", head, c.n_head);
   QKV_CHECK(b >= 0 && b < B_, "[gpt] batch item {} out of range [0, {})", b, B_);
-  const LayerActs la = layer_acts(B_, T_, c.n_embd, c.n_head);
+  const LayerActs la = layer_acts(B_, T_, c);
   const float* L = acts_.data() + act_layer_ + act_layer_stride_ * layer;
-  auto args = attn_args_packed_qkv<float>(L + la.qkv, nullptr, const_cast<float*>(L + la.lse), B_,
-                                          T_, c.n_head, c.head_size());
-  c.apply_attention(args);
+  auto args = self_attention_args(L + la.qkv, nullptr, const_cast<float*>(L + la.lse), B_, T_);
   cpu::attention_probs(args, b, head, out);
 }
 
 // ---- inference with a KV cache ----
 
-void GPT::plan_cache() {
+GPT::InferScratch GPT::infer_scratch() {
   const GPTConfig& c = config_;
   const size_t C = size_t(c.n_embd), T = size_t(c.block_size);
+  size_t o = 0;
+  auto take = [&](size_t n) {
+    const size_t r = o;
+    o += (n + 15) / 16 * 16;
+    return r;
+  };
+  const size_t x = take(T * C), ln = take(T * C), atty = take(T * C), tmp = take(T * C),
+               qkv = take(T * size_t(c.qkv_width())), fch = take(T * size_t(c.fc_width())),
+               fch_act = take(T * size_t(c.mlp_hidden())), logits = take(size_t(c.vocab_size));
+  if (infer_.size() < o) infer_.assign(o, 0.0f);
+  float* p = infer_.data();
+  return {p + x, p + ln, p + atty, p + tmp, p + qkv, p + fch, p + fch_act, p + logits};
+}
+
+void GPT::plan_cache() {
+  const GPTConfig& c = config_;
+  const size_t CKV = size_t(c.kv_heads()) * size_t(c.head_size());
   if (kv_.empty()) {
     if (c.attention == AttnKind::Linear) {
       const size_t HS = size_t(c.head_size());
@@ -385,14 +539,10 @@ void GPT::plan_cache() {
     } else {
       // Sliding: the last window-1 keys plus a chunk of up to block_size new tokens.
       cache_cap_ = c.attention == AttnKind::Sliding ? c.window - 1 + c.block_size : c.block_size;
-      kv_.assign(size_t(c.n_layer) * 2 * size_t(cache_cap_) * C, 0.0f);
+      kv_.assign(size_t(c.n_layer) * 2 * size_t(cache_cap_) * CKV, 0.0f);
     }
   }
-  // Scratch: x, ln, atty, tmp (T,C); qkv (T,3C); fch (T,4C); lse (NH*T); logits (V).
-  if (infer_.empty())
-    infer_.assign(T * C * 4 + T * 3 * C + T * 4 * C + size_t(config_.n_head) * T +
-                      size_t(config_.vocab_size) + 64,
-                  0.0f);
+  infer_scratch();  // allocates the scratch on first use
 }
 
 std::vector<GPT::MatrixSlot> GPT::matrix_slots() const {
@@ -405,11 +555,11 @@ std::vector<GPT::MatrixSlot> GPT::matrix_slots() const {
   };
   const int C = config_.n_embd;
   for (const LayerOffsets& w : layer_) {
-    out.push_back({index_of(w.attn_w), C, 3 * C, false});
+    out.push_back({index_of(w.attn_w), C, config_.qkv_width(), false});
     out.push_back({index_of(w.attnproj_w), C, C, false});
     if (!config_.mlp) continue;
-    out.push_back({index_of(w.fc_w), C, 4 * C, false});
-    out.push_back({index_of(w.fcproj_w), 4 * C, C, false});
+    out.push_back({index_of(w.fc_w), C, config_.fc_width(), false});
+    out.push_back({index_of(w.fcproj_w), config_.mlp_hidden(), C, false});
   }
   out.push_back({index_of(wte_), C, config_.vocab_size, true});
   return out;
@@ -489,19 +639,17 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   QKV_CHECK(int64_t(cache_len_) + n <= c.max_positions(),
             "[gpt] KV cache holds {} tokens; {} + {} exceed it", c.max_positions(), cache_len_, n);
   plan_cache();
-  const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size, Tmax = c.block_size;
+  const int C = c.n_embd, NH = c.n_head, HS = c.head_size(), V = c.vocab_size;
+  const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
+  const int CKV = c.kv_heads() * HS;
+  const bool post = !c.final_norm();
   for (int i = 0; i < n; ++i)
     QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} is outside the vocabulary [0, {})",
               ids[i], V);
   const float* P = params_buf_.data();
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
-  float* S = infer_.data();
-  float* x = S;
-  float* ln = x + size_t(Tmax) * C;
-  float* atty = ln + size_t(Tmax) * C;
-  float* tmp = atty + size_t(Tmax) * C;
-  float* qkv = tmp + size_t(Tmax) * C;
-  float* fch = qkv + size_t(Tmax) * 3 * C;
+  const InferScratch S = infer_scratch();
+  float *x = S.x, *ln = S.ln, *atty = S.atty, *tmp = S.tmp, *qkv = S.qkv, *fch = S.fch;
   float mean[1024], rstd[1024];  // per-token stats in chunks of up to 1024 tokens
   const int pos = cache_len_;
   for (int i = 0; i < n; ++i) {
@@ -513,7 +661,7 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
     if (wpe_ != kNone) {
       const float* p = P + wpe_ + size_t(pos + i) * C;
       for (int k = 0; k < C; ++k) xi[k] += p[k];
-    } else {
+    } else if (c.pos == PosEncoding::Sinusoidal) {
       sinusoid_add(xi, int64_t(pos) + i, C);
     }
   }
@@ -523,10 +671,10 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   if (c.attention == AttnKind::Sliding && slot + n > cache_cap_) {
     const int keep = std::min(c.window - 1, slot), shift = slot - keep;
     for (int l = 0; l < c.n_layer; ++l) {
-      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * C;
-      float* vc = kc + size_t(cache_cap_) * C;
-      std::memmove(kc, kc + size_t(shift) * C, sizeof(float) * size_t(keep) * C);
-      std::memmove(vc, vc + size_t(shift) * C, sizeof(float) * size_t(keep) * C);
+      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * CKV;
+      float* vc = kc + size_t(cache_cap_) * CKV;
+      std::memmove(kc, kc + size_t(shift) * CKV, sizeof(float) * size_t(keep) * CKV);
+      std::memmove(vc, vc + size_t(shift) * CKV, sizeof(float) * size_t(keep) * CKV);
     }
     cache_base_ += shift;
     slot = keep;
@@ -539,41 +687,49 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   };
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
-    norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
+    const float* attn_in = x;
+    if (!post) {
+      norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
+      attn_in = ln;
+    }
     const int slot0 = l * (c.mlp ? 4 : 2);  // this layer's first entry in packed_
-    infer_linear(qkv, ln, n, slot0 + 0, w.attn_w, w.attn_b, C, 3 * C);
+    infer_linear(qkv, attn_in, n, slot0 + 0, w.attn_w, w.attn_b, C, QW);
+    // Rotary angles use absolute positions: relative offsets survive the rolling cache.
+    if (c.pos == PosEncoding::Rope) rotate_qk(qkv, n, n, pos, false);
     AttnArgs<float> a;
     c.apply_attention(a);
+    a.alibi = alibi_.empty() ? nullptr : alibi_.data();
     a.B = 1;
     a.NH = NH;
     a.HS = HS;
     a.causal = true;
     a.q = qkv;
-    a.q_st = 3 * C;
+    a.q_st = QW;
     a.q_sh = HS;
     a.k_sh = a.v_sh = HS;
     if (c.attention == AttnKind::Linear) {
       // The new keys are folded into the running state.
       a.Tq = a.Tk = n;
       a.k = qkv + C;
-      a.v = qkv + 2 * C;
-      a.k_st = a.v_st = 3 * C;
+      a.v = qkv + C + CKV;
+      a.k_st = a.v_st = QW;
       a.state = kv_.data() + size_t(l) * NH * (size_t(HS) * HS + HS);
     } else {
-      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * C;
-      float* vc = kc + size_t(cache_cap_) * C;
+      float* kc = kv_.data() + size_t(l) * 2 * cache_cap_ * CKV;
+      float* vc = kc + size_t(cache_cap_) * CKV;
       for (int i = 0; i < n; ++i) {
-        std::memcpy(kc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + C, sizeof(float) * C);
-        std::memcpy(vc + size_t(slot + i) * C, qkv + size_t(i) * 3 * C + 2 * C, sizeof(float) * C);
+        std::memcpy(kc + size_t(slot + i) * CKV, qkv + size_t(i) * QW + C, sizeof(float) * CKV);
+        std::memcpy(vc + size_t(slot + i) * CKV, qkv + size_t(i) * QW + C + CKV,
+                    sizeof(float) * CKV);
       }
-      // Positions relative to the cache's first slot: the sliding rule only sees differences,
-      // and the other rules never roll (base 0).
+      // Positions relative to the cache's first slot: the sliding rule and ALiBi only see
+      // differences, and the other rules never roll (base 0).
       a.Tq = n;
       a.Tk = slot + n;
       a.q_offset = slot;
       a.k = kc;
       a.v = vc;
-      a.k_st = a.v_st = C;
+      a.k_st = a.v_st = CKV;
     }
     a.out = atty;
     a.o_st = C;
@@ -581,15 +737,36 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
     cpu::attention_forward(a);
     infer_linear(tmp, atty, n, slot0 + 1, w.attnproj_w, w.attnproj_b, C, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+    if (post) norm(x, x, P + w.ln1_w, opt(w.ln1_b));
     if (!c.mlp) continue;
-    norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
-    infer_linear(fch, ln, n, slot0 + 2, w.fc_w, w.fc_b, C, 4 * C);
-    act_forward(fch, fch, int64_t(n) * 4 * C);
-    infer_linear(tmp, fch, n, slot0 + 3, w.fcproj_w, w.fcproj_b, 4 * C, C);
+    const float* mlp_in = x;
+    if (!post) {
+      norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
+      mlp_in = ln;
+    }
+    infer_linear(fch, mlp_in, n, slot0 + 2, w.fc_w, w.fc_b, C, F);
+    act_forward(S.fch_act, fch, n);
+    infer_linear(tmp, S.fch_act, n, slot0 + 3, w.fcproj_w, w.fcproj_b, H, C);
     cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+    if (post) norm(x, x, P + w.ln2_w, opt(w.ln2_b));
   }
   cache_len_ += n;
   return x;
+}
+
+void GPT::head_norm(float* out, const float* x, int rows) const {
+  if (!config_.final_norm()) {
+    std::memcpy(out, x, sizeof(float) * size_t(rows) * size_t(config_.n_embd));
+    return;
+  }
+  float mean[32], rstd[32];
+  const float* P = params_buf_.data();
+  for (int r0 = 0; r0 < rows; r0 += 32) {
+    const int cnt = std::min(32, rows - r0);
+    norm_forward(out + size_t(r0) * config_.n_embd, mean, rstd, x + size_t(r0) * config_.n_embd,
+                 P + lnf_w_, lnf_b_ == kNone ? nullptr : P + lnf_b_, cnt, config_.n_embd,
+                 config_.ln_eps);
+  }
 }
 
 const float* GPT::extend(const int32_t* ids, int n) {
@@ -604,35 +781,28 @@ const float* GPT::extend(const int32_t* ids, int n) {
   }
   n = m;
   // Only the last position's logits are needed for the next token.
-  const float* P = params_buf_.data();
-  float* ln = infer_.data() + size_t(Tmax) * C;
-  float* logits = infer_.data() + size_t(Tmax) * C * 11;  // after x, ln, atty, tmp, qkv, fch
-  float mean, rstd;
-  norm_forward(ln, &mean, &rstd, x + size_t(n - 1) * C, P + lnf_w_,
-               lnf_b_ == kNone ? nullptr : P + lnf_b_, 1, C, config_.ln_eps);
-  lm_head(ln, 1, logits);
-  return logits;
+  const InferScratch S = infer_scratch();
+  head_norm(S.ln, x + size_t(n - 1) * C, 1);
+  lm_head(S.ln, 1, S.logits);
+  return S.logits;
 }
 
 double GPT::nll_sum(const int32_t* ids, int n) {
-  const int C = config_.n_embd, V = config_.vocab_size, Tmax = config_.block_size;
+  const int V = config_.vocab_size, Tmax = config_.block_size;
   QKV_CHECK(n >= 2 && n <= Tmax, "[gpt] nll_sum needs 2..{} tokens, got {}", Tmax, n);
   reset_cache();
   const float* x = forward_cached(ids, n);
-  const float* P = params_buf_.data();
-  float* ln = infer_.data() + size_t(Tmax) * C;
+  float* ln = infer_scratch().ln;
   constexpr int kRows = 32;  // logits of 32 positions at a time: never (T, V) at once
   if (score_.size() < size_t(kRows) * (size_t(V) + 2))
     score_.resize(size_t(kRows) * (size_t(V) + 2));
   float* logits = score_.data();  // kept between calls: perplexity scores window after window
   float* lse = logits + size_t(kRows) * V;
   float* loss = lse + kRows;
-  float mean[kRows], rstd[kRows];
   double sum = 0;
   for (int i0 = 0; i0 < n - 1; i0 += kRows) {
     const int rows = std::min(kRows, n - 1 - i0);
-    norm_forward(ln, mean, rstd, x + size_t(i0) * C, P + lnf_w_,
-                 lnf_b_ == kNone ? nullptr : P + lnf_b_, rows, C, config_.ln_eps);
+    head_norm(ln, x + size_t(i0) * config_.n_embd, rows);
     lm_head(ln, rows, logits);
     cpu::crossentropy_forward(loss, lse, logits, ids + i0 + 1, rows, V);
     for (int r = 0; r < rows; ++r) sum += loss[r];
@@ -674,10 +844,14 @@ void GPT::save(const std::string& path) const {
       refs.push_back({name, DType::F32, p.shape, data});
     }
   }
-  // Hugging Face's GPT-2 always has biases: a model without them is saved with zero biases
-  // (the same function), so every qkv checkpoint is a valid HF GPT-2 directory.
+  // Hugging Face's GPT-2 always has biases: a GPT-2-shaped model without them is saved with zero
+  // biases (the same function), so such a qkv checkpoint is a valid HF GPT-2 directory.
   std::vector<float> zeros;
-  if (!config_.bias) {
+  const GPTConfig& c = config_;
+  const bool gpt2_shape = c.mlp && c.norm == GPTConfig::Norm::LayerNorm && c.final_norm() &&
+                          c.act != GPTConfig::Act::SwiGLU && c.kv_heads() == c.n_head &&
+                          c.mlp_hidden() == 4 * c.n_embd;
+  if (!config_.bias && gpt2_shape) {
     const int64_t C = config_.n_embd;
     zeros.assign(size_t(4 * C), 0.0f);
     auto zero = [&](const std::string& name, int64_t n) {

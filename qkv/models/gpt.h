@@ -112,6 +112,13 @@ class GPT {
  private:
   void plan_activations(int B, int T);
   void plan_cache();
+  // The inference scratch's arrays (rows for up to block_size tokens) inside infer_.
+  struct InferScratch {
+    float *x, *ln, *atty, *tmp, *qkv, *fch, *fch_act, *logits;
+  };
+  InferScratch infer_scratch();  // allocates infer_ on first use
+  // out (rows, C) = what the LM head reads: ln_f(x), or x itself for post-norm models.
+  void head_norm(float* out, const float* x, int rows) const;
   // Runs n tokens through the layers with the KV cache; returns their final hidden states
   // (n, C) before ln_f, in the inference scratch.
   float* forward_cached(const int32_t* ids, int n);
@@ -136,8 +143,18 @@ class GPT {
                     const float* b, int64_t N, int C, float eps) const;
   void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* in,
                      const float* w, const float* mean, const float* rstd, int64_t N, int C) const;
-  void act_forward(float* out, const float* in, int64_t n) const;
-  void act_backward(float* dinp, const float* in, const float* dout, int64_t n) const;
+  // The MLP activation over rows: in (rows, fc_width) -> out (rows, mlp_hidden).
+  void act_forward(float* out, const float* in, int64_t rows) const;
+  void act_backward(float* dinp, const float* in, const float* dout, int64_t rows) const;
+  // Layer l's output in the training activations (res3 pre-norm; ln_2, or ln_1 without MLP,
+  // post-norm).
+  float* layer_output(int l);
+  // Kernel arguments for the packed projection qkv (B, T, qkv_width): the attention rule,
+  // grouped-query mapping and ALiBi slopes of the config.
+  AttnArgs<float> self_attention_args(const float* qkv, float* out, float* lse, int B, int T) const;
+  // Rotary positions on the query and key heads of rows (rows, qkv_width) at positions
+  // pos0 + r % T (inverse: the backward pass).
+  void rotate_qk(float* qkv, int64_t rows, int T, int64_t pos0, bool inverse) const;
 
   GPTConfig config_;
   nn::Precision prec_ = nn::Precision::F32;
@@ -153,6 +170,7 @@ class GPT {
         fcproj_b;
   };
   std::vector<LayerOffsets> layer_;
+  std::vector<float> alibi_;  // ALiBi slopes per head (empty unless pos is alibi)
   size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
   static constexpr size_t kNone = size_t(-1);
 

@@ -1,5 +1,6 @@
 #include "qkv/models/gpt_config.h"
 
+#include <cmath>
 #include <limits>
 
 #include "qkv/core/error.h"
@@ -43,22 +44,45 @@ void GPTConfig::validate(const std::string& where) const {
               "'block_sparse')",
               where, attention_name(attention));
   }
+  QKV_CHECK(n_kv_head >= 0 && n_kv_head <= n_head && n_head % kv_heads() == 0,
+            "{}: n_kv_head {} must divide n_head {}", where, n_kv_head, n_head);
+  QKV_CHECK(n_inner >= 0 && n_inner <= 1 << 20, "{}: n_inner {} out of range [0, 1048576]", where,
+            n_inner);
+  if (pos == PosEncoding::Rope) {
+    QKV_CHECK(head_size() % 2 == 0, "{}: rotary positions need an even head size, got {}", where,
+              head_size());
+    QKV_CHECK(rope_theta > 1 && std::isfinite(rope_theta), "{}: rope_theta {} must be > 1", where,
+              rope_theta);
+  }
+  if (attention == AttnKind::Linear) {
+    QKV_CHECK(pos != PosEncoding::Alibi,
+              "{}: ALiBi biases softmax scores; linear attention has none (pick another pos)",
+              where);
+    QKV_CHECK(kv_heads() == n_head,
+              "{}: grouped-query attention (n_kv_head {}) is not supported with linear attention",
+              where, n_kv_head);
+  }
   QKV_CHECK(num_params() < (int64_t(1) << 36), "{}: model of {} parameters is too large", where,
             num_params());
 }
 
 int64_t GPTConfig::num_params() const {
-  const int64_t C = n_embd, b = bias ? 1 : 0;
+  const int64_t C = n_embd, b = bias ? 1 : 0, QW = qkv_width(), H = mlp_hidden(), F = fc_width();
   const int64_t nb = norm == Norm::RMSNorm ? 0 : b;  // RMSNorm has no bias
   const int64_t attn = C + C * nb                    // ln_1
-                       + C * 3 * C + 3 * C * b       // c_attn
+                       + C * QW + QW * b             // c_attn
                        + C * C + C * b;              // attn.c_proj
   const int64_t mlp_part = C + C * nb                // ln_2
-                           + C * 4 * C + 4 * C * b   // c_fc
-                           + 4 * C * C + C * b;      // mlp.c_proj
+                           + C * F + F * b           // c_fc
+                           + H * C + C * b;          // mlp.c_proj
   const int64_t per_layer = attn + (mlp ? mlp_part : 0);
   const int64_t wpe = pos == PosEncoding::Learned ? int64_t(block_size) * C : 0;
-  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + C + C * nb;
+  const int64_t lnf = final_norm() ? C + C * nb : 0;
+  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + lnf;
+}
+
+const char* GPTConfig::act_name(Act a) {
+  return a == Act::ReLU ? "relu" : a == Act::SwiGLU ? "swiglu" : "gelu_new";
 }
 
 nlohmann::json GPTConfig::to_json() const {
@@ -71,11 +95,15 @@ nlohmann::json GPTConfig::to_json() const {
                       {"n_ctx", block_size},
                       {"vocab_size", vocab_size},
                       {"layer_norm_epsilon", ln_eps},
-                      {"activation_function", act == Act::ReLU ? "relu" : "gelu_new"},
+                      {"activation_function", act_name(act)},
                       {"bias", bias},
                       {"tie_word_embeddings", true}};
   // qkv's own keys, written only when they differ from GPT-2 (plain GPT-2 files stay plain).
   if (pos != PosEncoding::Learned) j["pos"] = pos_name(pos);
+  if (pos == PosEncoding::Rope) j["rope_theta"] = rope_theta;
+  if (norm_pos == NormPos::Post) j["norm_position"] = "post";
+  if (n_inner) j["n_inner"] = n_inner;
+  if (n_kv_head && n_kv_head != n_head) j["n_kv_head"] = n_kv_head;
   if (!mlp) j["mlp"] = false;
   if (norm == Norm::RMSNorm) j["norm"] = "rmsnorm";
   if (attention != AttnKind::Dense) j["attention"] = attention_name(attention);
@@ -114,12 +142,24 @@ const char* GPTConfig::attention_name(AttnKind k) {
 PosEncoding GPTConfig::pos_from_name(const std::string& name, const std::string& where) {
   if (name == "learned") return PosEncoding::Learned;
   if (name == "sinusoidal") return PosEncoding::Sinusoidal;
-  QKV_CHECK(false, "{}: unknown position encoding '{}' (learned, sinusoidal)", where, name);
+  if (name == "rope") return PosEncoding::Rope;
+  if (name == "alibi") return PosEncoding::Alibi;
+  QKV_CHECK(false, "{}: unknown position encoding '{}' (learned, sinusoidal, rope, alibi)", where,
+            name);
   return PosEncoding::Learned;
 }
 
 const char* GPTConfig::pos_name(PosEncoding p) {
-  return p == PosEncoding::Sinusoidal ? "sinusoidal" : "learned";
+  switch (p) {
+    case PosEncoding::Sinusoidal:
+      return "sinusoidal";
+    case PosEncoding::Rope:
+      return "rope";
+    case PosEncoding::Alibi:
+      return "alibi";
+    default:
+      return "learned";
+  }
 }
 
 int GPTConfig::max_positions() const {
@@ -163,9 +203,9 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     QKV_CHECK(j["activation_function"].is_string(), "{}: 'activation_function' must be a string",
               where);
     std::string act = j["activation_function"].get<std::string>();
-    QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu",
-              "{}: activation_function '{}' is not supported (gelu_new, relu)", where, act);
-    c.act = act == "relu" ? Act::ReLU : Act::GeluTanh;
+    QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu" || act == "swiglu",
+              "{}: activation_function '{}' is not supported (gelu_new, relu, swiglu)", where, act);
+    c.act = act == "relu" ? Act::ReLU : act == "swiglu" ? Act::SwiGLU : Act::GeluTanh;
   }
   auto get_string = [&](const char* key) {
     QKV_CHECK(j[key].is_string(), "{}: '{}' must be a string, got {}", where, key, j[key].dump());
@@ -182,6 +222,17 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
     c.mlp = j["mlp"].get<bool>();
   }
   if (j.contains("pos")) c.pos = pos_from_name(get_string("pos"), where);
+  if (j.contains("rope_theta")) {
+    QKV_CHECK(j["rope_theta"].is_number(), "{}: 'rope_theta' must be a number", where);
+    c.rope_theta = j["rope_theta"].get<float>();
+  }
+  if (j.contains("norm_position")) {
+    const std::string n = get_string("norm_position");
+    QKV_CHECK(n == "pre" || n == "post", "{}: unknown norm_position '{}' (pre, post)", where, n);
+    c.norm_pos = n == "post" ? NormPos::Post : NormPos::Pre;
+  }
+  if (j.contains("n_inner") && !j["n_inner"].is_null()) get_int("n_inner", &c.n_inner, false);
+  get_int("n_kv_head", &c.n_kv_head, false);
   if (j.contains("attention")) c.attention = attention_from_name(get_string("attention"), where);
   get_int("window", &c.window, false);
   get_int("attn_block", &c.attn_block, false);

@@ -155,6 +155,28 @@ TEST(Interp, DirectLogitAttributionSumsToTheLogitWithRmsNorm) {
   EXPECT_LE(test::rel_err(lens.last_logits.data(), m.logits(), lens.last_logits.size()), 1e-6);
 }
 
+// Post-norm, rotary, grouped-query, SwiGLU: the lens's last row is the model's logits (the
+// blocks' output goes to the head as it is), and attribution refuses with a reason.
+TEST(Interp, PostNormModelLensAndNoAttribution) {
+  GPTConfig c = test::tiny_config(2, 4, 32, 32, 29);
+  c.norm_pos = GPTConfig::NormPos::Post;
+  c.pos = PosEncoding::Rope;
+  c.n_kv_head = 2;
+  c.act = GPTConfig::Act::SwiGLU;
+  GPT m(c);
+  m.init_weights(6);
+  const auto ids = ids_of(15, c.vocab_size, 4);
+  const auto lens = interp::logit_lens(m, ids, 3);
+  m.forward(ids.data(), nullptr, 1, int(ids.size()));
+  EXPECT_LE(test::rel_err(lens.last_logits.data(), m.logits(), lens.last_logits.size()), 1e-6);
+  try {
+    interp::direct_logit_attribution(m, ids, 14, 3);
+    FAIL() << "expected an error for a post-norm model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pre-norm"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Interp, DirectLogitAttributionSumsToTheLogit) {
   GPT m = tiny_model();
   const auto ids = ids_of(19, m.config().vocab_size, 3);

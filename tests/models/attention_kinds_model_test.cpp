@@ -115,6 +115,93 @@ TEST(AttentionRulesInGpt, RmsNormReluCacheEqualsRecompute) {
   EXPECT_EQ(ln.num_params() - c.num_params(), int64_t(2 * c.n_layer + 1) * c.n_embd);
 }
 
+// The block options of the Transformer family (rotary / ALiBi positions, grouped-query
+// attention, post-norm, SwiGLU, n_inner) through the cache path, past block_size where the rule
+// allows it, and through the packed bf16 / int8 weight slots.
+TEST(BlockOptionsInGpt, CacheEqualsRecompute) {
+  struct Case {
+    const char* name;
+    AttnKind kind;
+    PosEncoding pos;
+    int n_kv_head;
+    GPTConfig::NormPos norm_pos;
+    GPTConfig::Act act;
+    int n_inner, n, prompt;
+  };
+  using NP = GPTConfig::NormPos;
+  using A = GPTConfig::Act;
+  for (const Case& k : {
+           Case{"rope_gqa_swiglu", AttnKind::Dense, PosEncoding::Rope, 1, NP::Pre, A::SwiGLU, 40,
+                64, 5},
+           Case{"rope_sliding_past_context", AttnKind::Sliding, PosEncoding::Rope, 1, NP::Pre,
+                A::GeluTanh, 0, 200, 100},
+           Case{"alibi_sliding_post_past_context", AttnKind::Sliding, PosEncoding::Alibi, 0,
+                NP::Post, A::ReLU, 0, 180, 70},
+           Case{"alibi_block_sparse_gqa", AttnKind::BlockSparse, PosEncoding::Alibi, 1, NP::Pre,
+                A::SwiGLU, 0, 64, 3},
+           Case{"post_sinusoidal_dense", AttnKind::Dense, PosEncoding::Sinusoidal, 0, NP::Post,
+                A::GeluTanh, 24, 64, 9},
+           Case{"rope_linear_past_context", AttnKind::Linear, PosEncoding::Rope, 0, NP::Post,
+                A::SwiGLU, 0, 150, 30},
+       }) {
+    SCOPED_TRACE(k.name);
+    GPTConfig c = rule_config(k.kind, k.pos);
+    c.n_kv_head = k.n_kv_head;
+    c.norm_pos = k.norm_pos;
+    c.act = k.act;
+    c.n_inner = k.n_inner;
+    GPT m(c);
+    m.init_weights(21);
+    size_t numel = 0;
+    for (const auto& p : m.params()) numel += p.numel;
+    EXPECT_EQ(int64_t(numel), c.num_params());
+    const auto ids = random_ids(k.n, 41, 22);
+    expect_cache_equals_recompute(m, ids, k.prompt);
+    // The packed weights follow the options' shapes (bf16 and int8 stay close to fp32).
+    const int n = std::min(k.n, 64);
+    m.forward(ids.data(), nullptr, 1, n);
+    const std::vector<float> full(m.logits() + size_t(n - 1) * 41, m.logits() + size_t(n) * 41);
+    for (auto w : {GPT::Weights::BF16, GPT::Weights::INT8}) {
+      m.set_inference_weights(w);
+      const float* got = m.extend(ids.data(), n);
+      EXPECT_LE(test::rel_err(got, full.data(), full.size()), 5e-2) << GPT::weights_name(w);
+    }
+    // config.json round trip.
+    const GPTConfig r = GPTConfig::from_json(c.to_json(), "roundtrip");
+    EXPECT_EQ(r.pos, c.pos);
+    EXPECT_EQ(r.kv_heads(), c.kv_heads());
+    EXPECT_EQ(r.norm_pos, c.norm_pos);
+    EXPECT_EQ(r.act, c.act);
+    EXPECT_EQ(r.mlp_hidden(), c.mlp_hidden());
+    EXPECT_EQ(r.num_params(), c.num_params());
+  }
+}
+
+// ALiBi's slopes for a power-of-two head count are the paper's geometric sequence 2^(-8h/n)
+// (8 heads: 1/2, 1/4, ..., 1/256). A 1-head model has slope 2^-8, so with all scores equal its
+// attention weights fall as exp(-2^-8 |i - j|), which the map shows.
+TEST(BlockOptionsInGpt, AlibiMapDecaysWithDistance) {
+  GPTConfig c = rule_config(AttnKind::Dense, PosEncoding::Alibi);
+  c.n_head = 1;
+  GPT m(c);
+  m.init_weights(23);
+  // Zero query/key projections: every score is 0 before the bias.
+  float* w = m.param("h.0.attn.c_attn.weight");
+  for (int r = 0; r < c.n_embd; ++r)
+    for (int col = 0; col < 2 * c.n_embd; ++col) w[size_t(r) * 3 * c.n_embd + size_t(col)] = 0;
+  float* b = m.param("h.0.attn.c_attn.bias");
+  for (int col = 0; col < 2 * c.n_embd; ++col) b[col] = 0;
+  const auto ids = random_ids(6, 41, 24);
+  m.forward(ids.data(), nullptr, 1, 6);
+  std::vector<float> map(36);
+  m.attention_map(0, 0, 0, map.data());
+  // Row 5: weights proportional to 2^(-8 (5 - j)) (slope 2^-8 for one head).
+  double z = 0;
+  for (int j = 0; j <= 5; ++j) z += std::exp(-std::pow(2.0, -8.0) * (5 - j));
+  for (int j = 0; j <= 5; ++j)
+    EXPECT_NEAR(map[size_t(30 + j)], std::exp(-std::pow(2.0, -8.0) * (5 - j)) / z, 1e-6) << j;
+}
+
 // Switching the inference weights mid-sequence restarts the cache (a rolled sliding window
 // included): the next sequence equals the same model freshly set to those weights.
 TEST(AttentionRulesInGpt, NewInferenceWeightsRestartTheCache) {
@@ -167,6 +254,13 @@ TEST(AttentionRulesInGpt, BadSettingsFailAtConfigLoad) {
                        Bad{R"(, "attention": "flash")", "unknown attention 'flash'"},
                        Bad{R"(, "attention": 3)", "'attention' must be a string"},
                        Bad{R"(, "pos": "rotary")", "unknown position encoding 'rotary'"},
+                       Bad{R"(, "n_kv_head": 3)", "n_kv_head 3 must divide n_head 2"},
+                       Bad{R"(, "norm_position": "middle")", "unknown norm_position 'middle'"},
+                       Bad{R"(, "attention": "linear", "pos": "alibi")", "linear attention"},
+                       Bad{R"(, "n_head": 4, "n_kv_head": 2, "attention": "linear")",
+                           "not supported with linear attention"},
+                       Bad{R"(, "n_head": 16, "pos": "rope")", "even head size"},
+                       Bad{R"(, "n_inner": -4)", "out of range"},
                        Bad{R"(, "norm": "batchnorm")", "unknown norm 'batchnorm'"},
                        Bad{R"(, "activation_function": "swish")", "'swish' is not supported"}}) {
     const std::string msg = error_of(b.extra);

@@ -73,19 +73,22 @@ TEST_P(GptParity, LogitsLossGradsAndAdamW) {
   model.zero_grad();
   model.backward();
   // Softmax ignores a constant added to a row of scores, so the key bias has no true gradient
-  // there; linear attention has no such invariance and is compared like everything else.
-  const bool softmax = model.config().attention != AttnKind::Linear;
+  // there; linear attention has no such invariance and is compared like everything else, and
+  // neither do rotary positions (q . R(j) b_k changes with the key's position j).
+  const GPTConfig& mc = model.config();
+  const bool softmax = mc.attention != AttnKind::Linear && mc.pos != PosEncoding::Rope;
+  // The key part of c_attn: [C, C + CKV).
+  const size_t C = size_t(mc.n_embd), CKV = size_t(mc.kv_heads()) * size_t(mc.head_size());
   auto is_key_bias = [&](const std::string& name) {
     return softmax && name.size() > 15 && name.compare(name.size() - 15, 15, "c_attn.bias") == 0;
   };
   for (const auto& p : model.params()) {
     if (is_key_bias(p.name)) {
       // The key part of the bias has a zero true gradient (see below): check that it is.
-      const size_t C = p.numel / 3;
       const float* g = model.grad_data() + p.offset;
       double gmax = 0;
       for (size_t i = 0; i < p.numel; ++i) gmax = std::max(gmax, double(std::abs(g[i])));
-      for (size_t i = C; i < 2 * C; ++i)
+      for (size_t i = C; i < C + CKV; ++i)
         EXPECT_LE(std::abs(g[i]), 1e-5 * gmax) << p.name << " key-bias gradient " << i;
     }
     Tensor g = expected.get("grad." + p.name);
@@ -121,11 +124,11 @@ TEST_P(GptParity, LogitsLossGradsAndAdamW) {
       // is exactly 0, both implementations hold only rounding noise there, and AdamW turns noise
       // into steps of size ~lr. So the query and value parts are compared to 1e-4, and the key
       // part must have a (near-)zero gradient and stay within the 3 steps' learning rates.
-      const size_t C = p.numel / 3;
       EXPECT_LE(test::rel_err(got, w.f32(), C), 1e-4) << p.name << " (query part)";
-      EXPECT_LE(test::rel_err(got + 2 * C, w.f32() + 2 * C, C), 1e-4) << p.name << " (value part)";
+      EXPECT_LE(test::rel_err(got + C + CKV, w.f32() + C + CKV, CKV), 1e-4)
+          << p.name << " (value part)";
       // Each side moves at most ~sum(lr) = 2.05e-3 over the 3 steps; opposite signs double it.
-      for (size_t i = C; i < 2 * C; ++i)
+      for (size_t i = C; i < C + CKV; ++i)
         EXPECT_NEAR(got[i], w.f32()[i], 5e-3) << p.name << " key part, index " << i;
       continue;
     }
@@ -135,38 +138,65 @@ TEST_P(GptParity, LogitsLossGradsAndAdamW) {
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, GptParity,
-    ::testing::Values(ParityCase{"bias",
-                                 "--n-layer 2 --n-head 4 --n-embd 64 --block-size 32 --vocab-size "
-                                 "50 --bias 1 --batch 2 --seq 16 --seed 1"},
-                      ParityCase{"odd_nobias",
-                                 "--n-layer 2 --n-head 3 --n-embd 96 --block-size 40 --vocab-size "
-                                 "101 --bias 0 --batch 2 --seq 37 --seed 2"},
-                      ParityCase{"deep_long",
-                                 "--n-layer 3 --n-head 2 --n-embd 32 --block-size 130 --vocab-size "
-                                 "67 --bias 1 --batch 1 --seq 130 --seed 3"},
-                      // The attention rules of the long-sequence issue and fixed positions.
-                      ParityCase{"sinusoidal",
-                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 40 --vocab-size "
-                                 "50 --bias 1 --batch 2 --seq 37 --seed 4 --pos sinusoidal"},
-                      ParityCase{"sliding",
-                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 100 --vocab-size "
-                                 "50 --bias 1 --batch 2 --seq 100 --seed 5 --attention sliding "
-                                 "--window 7 --grad-clip 0.3"},
-                      ParityCase{"block_sparse",
-                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 96 --vocab-size "
-                                 "50 --bias 1 --batch 2 --seq 90 --seed 6 --attention block_sparse "
-                                 "--attn-block 8 --attn-local-blocks 1 --attn-global 3"},
-                      ParityCase{"rmsnorm_relu",
-                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 24 --vocab-size "
-                                 "37 --bias 1 --batch 2 --seq 24 --seed 9 --norm rmsnorm "
-                                 "--activation relu"},
-                      ParityCase{"attention_only",
-                                 "--n-layer 2 --n-head 4 --n-embd 32 --block-size 24 --vocab-size "
-                                 "31 --bias 1 --batch 2 --seq 24 --seed 8 --mlp 0"},
-                      ParityCase{"linear",
-                                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 80 --vocab-size "
-                                 "50 --bias 1 --batch 2 --seq 80 --seed 7 --attention linear "
-                                 "--pos sinusoidal --grad-clip 0.3"}),
+    ::testing::Values(
+        ParityCase{"bias",
+                   "--n-layer 2 --n-head 4 --n-embd 64 --block-size 32 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 16 --seed 1"},
+        ParityCase{"odd_nobias",
+                   "--n-layer 2 --n-head 3 --n-embd 96 --block-size 40 --vocab-size "
+                   "101 --bias 0 --batch 2 --seq 37 --seed 2"},
+        ParityCase{"deep_long",
+                   "--n-layer 3 --n-head 2 --n-embd 32 --block-size 130 --vocab-size "
+                   "67 --bias 1 --batch 1 --seq 130 --seed 3"},
+        // The attention rules of the long-sequence issue and fixed positions.
+        ParityCase{"sinusoidal",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 40 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 37 --seed 4 --pos sinusoidal"},
+        ParityCase{"sliding",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 100 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 100 --seed 5 --attention sliding "
+                   "--window 7 --grad-clip 0.3"},
+        ParityCase{"block_sparse",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 96 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 90 --seed 6 --attention block_sparse "
+                   "--attn-block 8 --attn-local-blocks 1 --attn-global 3"},
+        ParityCase{"rmsnorm_relu",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 24 --vocab-size "
+                   "37 --bias 1 --batch 2 --seq 24 --seed 9 --norm rmsnorm "
+                   "--activation relu"},
+        ParityCase{"attention_only",
+                   "--n-layer 2 --n-head 4 --n-embd 32 --block-size 24 --vocab-size "
+                   "31 --bias 1 --batch 2 --seq 24 --seed 8 --mlp 0"},
+        ParityCase{"linear",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 80 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 80 --seed 7 --attention linear "
+                   "--pos sinusoidal --grad-clip 0.3"},
+        // The block options of the Transformer-family issue.
+        ParityCase{"rope_gqa_swiglu_rmsnorm",
+                   "--n-layer 2 --n-head 4 --n-embd 64 --block-size 40 --vocab-size "
+                   "53 --bias 0 --batch 2 --seq 37 --seed 10 --pos rope --n-kv-head 2 "
+                   "--activation swiglu --norm rmsnorm --n-inner 96"},
+        ParityCase{"rope_bias_mqa_sliding",
+                   "--n-layer 2 --n-head 4 --n-embd 32 --block-size 70 --vocab-size "
+                   "47 --bias 1 --batch 2 --seq 70 --seed 11 --pos rope --n-kv-head 1 "
+                   "--attention sliding --window 9"},
+        ParityCase{"alibi_post",
+                   "--n-layer 2 --n-head 3 --n-embd 48 --block-size 40 --vocab-size "
+                   "45 --bias 1 --batch 2 --seq 33 --seed 12 --pos alibi "
+                   "--norm-position post"},
+        ParityCase{"post_relu_sinusoidal",
+                   "--n-layer 3 --n-head 2 --n-embd 32 --block-size 24 --vocab-size "
+                   "41 --bias 1 --batch 2 --seq 24 --seed 13 --pos sinusoidal "
+                   "--norm-position post --activation relu --n-inner 48"},
+        ParityCase{"alibi_gqa_block_sparse_post_attention_only",
+                   "--n-layer 2 --n-head 4 --n-embd 32 --block-size 64 --vocab-size "
+                   "39 --bias 1 --batch 2 --seq 64 --seed 14 --pos alibi --n-kv-head 2 "
+                   "--attention block_sparse --attn-block 8 --attn-global 2 "
+                   "--norm-position post --mlp 0"},
+        ParityCase{"rope_linear",
+                   "--n-layer 2 --n-head 2 --n-embd 32 --block-size 80 --vocab-size "
+                   "50 --bias 1 --batch 2 --seq 80 --seed 7 --attention linear "
+                   "--pos rope --grad-clip 0.3"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

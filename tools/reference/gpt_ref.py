@@ -2,7 +2,9 @@
 """PyTorch reference for qkv's GPT (an independent implementation, used by the tests).
 
 The model is GPT-2 as Hugging Face lays it out: Conv1D weights stored (in, out), GELU in tanh
-form, pre-LayerNorm blocks, tied LM head. `parity` builds a random model, writes it as a qkv /
+form, pre-LayerNorm blocks, tied LM head; and the block options of qkv's config.json: positions
+learned / sinusoidal / rope / alibi, LayerNorm or RMSNorm placed pre or post, GELU / ReLU /
+SwiGLU MLP of width n_inner, grouped-query attention (n_kv_head), and the attention rules. `parity` builds a random model, writes it as a qkv /
 Hugging Face model directory, and writes the logits, loss, every gradient and the parameters
 after 3 AdamW steps (nanoGPT's decay groups, global-norm clipping, warmup + cosine LR).
 
@@ -27,6 +29,10 @@ class GPT(torch.nn.Module):
         self.cfg = cfg
         C, L, bias = cfg["n_embd"], cfg["n_layer"], cfg["bias"]
         nbias = bias and cfg.get("norm", "layernorm") == "layernorm"  # RMSNorm has no bias
+        HS = C // cfg["n_head"]
+        QW = C + 2 * cfg.get("n_kv_head", cfg["n_head"]) * HS
+        H = cfg.get("n_inner") or 4 * C
+        FW = 2 * H if cfg.get("activation_function") == "swiglu" else H
         p = {}
         p["wte.weight"] = (cfg["vocab_size"], C)
         if cfg.get("pos", "learned") == "learned":
@@ -35,20 +41,21 @@ class GPT(torch.nn.Module):
             h = f"h.{i}."
             p[h + "ln_1.weight"] = (C,)
             if nbias: p[h + "ln_1.bias"] = (C,)
-            p[h + "attn.c_attn.weight"] = (C, 3 * C)
-            if bias: p[h + "attn.c_attn.bias"] = (3 * C,)
+            p[h + "attn.c_attn.weight"] = (C, QW)
+            if bias: p[h + "attn.c_attn.bias"] = (QW,)
             p[h + "attn.c_proj.weight"] = (C, C)
             if bias: p[h + "attn.c_proj.bias"] = (C,)
             if not cfg.get("mlp", True):
                 continue  # attention-only blocks
             p[h + "ln_2.weight"] = (C,)
             if nbias: p[h + "ln_2.bias"] = (C,)
-            p[h + "mlp.c_fc.weight"] = (C, 4 * C)
-            if bias: p[h + "mlp.c_fc.bias"] = (4 * C,)
-            p[h + "mlp.c_proj.weight"] = (4 * C, C)
+            p[h + "mlp.c_fc.weight"] = (C, FW)
+            if bias: p[h + "mlp.c_fc.bias"] = (FW,)
+            p[h + "mlp.c_proj.weight"] = (H, C)
             if bias: p[h + "mlp.c_proj.bias"] = (C,)
-        p["ln_f.weight"] = (C,)
-        if nbias: p["ln_f.bias"] = (C,)
+        if cfg.get("norm_position", "pre") == "pre":  # post-norm blocks end normalised
+            p["ln_f.weight"] = (C,)
+            if nbias: p["ln_f.bias"] = (C,)
         self.names = list(p)
         self.params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(torch.zeros(s)) for k, s in p.items()})
         self._by_name = {k: self.params[k.replace(".", "__")] for k in p}  # plain lookups in forward
@@ -94,6 +101,28 @@ class GPT(torch.nn.Module):
         pe = torch.where(torch.arange(C) % 2 == 0, torch.sin(angle), torch.cos(angle))
         return pe.to(torch.float32)
 
+    @staticmethod
+    def alibi_slopes(n):
+        """ALiBi's slopes: 2^(-8i/n) for i = 1..n when n is a power of two; else those of the
+        largest power of two below n, then every other slope of twice that power."""
+        def geometric(m):
+            return [2.0 ** (-8.0 * (i + 1) / m) for i in range(m)]
+        p = 2 ** int(math.floor(math.log2(n)))
+        return geometric(p) + geometric(2 * p)[0::2][:n - p]
+
+    def rotate(self, x, pos0):
+        """Rotary positions on (B, heads, T, HS): channels i and i + HS/2 turn together by
+        p * theta^(-2i/HS) (the rotate-half form of GPT-NeoX and LLaMA)."""
+        T, HS = x.shape[2], x.shape[3]
+        theta = self.cfg.get("rope_theta", 10000.0)
+        inv = torch.pow(torch.tensor(float(theta), dtype=torch.float64),
+                        -torch.arange(0, HS, 2, dtype=torch.float64) / HS)
+        angle = torch.arange(pos0, pos0 + T, dtype=torch.float64).view(T, 1) * inv.view(1, -1)
+        cos = torch.cat([angle.cos(), angle.cos()], dim=-1).float()
+        sin = torch.cat([angle.sin(), angle.sin()], dim=-1).float()
+        x1, x2 = x[..., :HS // 2], x[..., HS // 2:]
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
     def forward(self, idx, targets=None, cache=None, last_only=False):
         """Logits (and the mean loss with targets). With `cache` (a list with one entry per
         layer, None at first), keys and values are appended there and idx continues the
@@ -103,24 +132,35 @@ class GPT(torch.nn.Module):
         C, NH, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
         pos0 = cache[0][0].shape[2] if cache is not None and cache[0] is not None else 0
         self.last_att = []  # each layer's attention probabilities (B, NH, T, Tk)
-        if cfg.get("pos", "learned") == "learned":
+        pos = cfg.get("pos", "learned")
+        post = cfg.get("norm_position", "pre") == "post"
+        HS = C // NH
+        NKV = cfg.get("n_kv_head", NH)
+        if pos == "learned":
             x = self.P("wte.weight")[idx] + self.P("wpe.weight")[pos0:pos0 + T]
-        else:
+        elif pos == "sinusoidal":
             x = self.P("wte.weight")[idx] + self.sinusoid(pos0, T, C)
+        else:  # rope, alibi: positions enter the attention only
+            x = self.P("wte.weight")[idx]
         for i in range(cfg["n_layer"]):
             h = f"h.{i}."
-            a = self.norm(x, h + "ln_1")
+            a = x if post else self.norm(x, h + "ln_1")
             qkv = a @ self.P(h + "attn.c_attn.weight")
             if self.opt(h + "attn.c_attn.bias") is not None: qkv = qkv + self.P(h + "attn.c_attn.bias")
-            q, k, v = qkv.split(C, dim=2)
-            q = q.view(B, T, NH, C // NH).transpose(1, 2)
-            k = k.view(B, T, NH, C // NH).transpose(1, 2)
-            v = v.view(B, T, NH, C // NH).transpose(1, 2)
+            q, k, v = qkv.split([C, NKV * HS, NKV * HS], dim=2)
+            q = q.view(B, T, NH, HS).transpose(1, 2)
+            k = k.view(B, T, NKV, HS).transpose(1, 2)
+            v = v.view(B, T, NKV, HS).transpose(1, 2)
+            if pos == "rope":
+                q, k = self.rotate(q, pos0), self.rotate(k, pos0)
             if cache is not None:
                 if cache[i] is not None:
                     k = torch.cat([cache[i][0], k], dim=2)
                     v = torch.cat([cache[i][1], v], dim=2)
                 cache[i] = (k, v)
+            if NKV != NH:  # grouped-query: query head h reads key/value head h // (NH / NKV)
+                k = k.repeat_interleave(NH // NKV, dim=1)
+                v = v.repeat_interleave(NH // NKV, dim=1)
             mask = self.mask(T, k.shape[2])
             if cfg.get("attention", "dense") == "linear":
                 # phi(x) = elu(x) + 1; out_i = sum_j (phi(q_i).phi(k_j)) v_j / sum_j phi(q_i).phi(k_j)
@@ -130,25 +170,38 @@ class GPT(torch.nn.Module):
                 self.last_att.append((w / w.sum(dim=-1, keepdim=True)).detach())
             else:
                 att = (q @ k.transpose(-2, -1)) / math.sqrt(C // NH)
+                if pos == "alibi":
+                    Tk = k.shape[2]
+                    dist = (torch.arange(Tk - T, Tk).view(T, 1) - torch.arange(Tk).view(1, Tk)).abs()
+                    slopes = torch.tensor(self.alibi_slopes(NH)).view(NH, 1, 1)
+                    att = att - slopes * dist
                 att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
                 self.last_att.append(att.detach())
                 y = att @ v
             y = y.transpose(1, 2).reshape(B, T, C)
             y = y @ self.P(h + "attn.c_proj.weight")
             if self.opt(h + "attn.c_proj.bias") is not None: y = y + self.P(h + "attn.c_proj.bias")
-            x = x + y
+            x = self.norm(x + y, h + "ln_1") if post else x + y
             if not cfg.get("mlp", True):
                 continue
-            m = self.norm(x, h + "ln_2")
+            m = x if post else self.norm(x, h + "ln_2")
             m = m @ self.P(h + "mlp.c_fc.weight")
             if self.opt(h + "mlp.c_fc.bias") is not None: m = m + self.P(h + "mlp.c_fc.bias")
-            m = F.relu(m) if cfg.get("activation_function") == "relu" else F.gelu(m, approximate="tanh")
+            act = cfg.get("activation_function")
+            if act == "relu":
+                m = F.relu(m)
+            elif act == "swiglu":
+                gate, up = m.chunk(2, dim=-1)
+                m = F.silu(gate) * up
+            else:
+                m = F.gelu(m, approximate="tanh")
             m = m @ self.P(h + "mlp.c_proj.weight")
             if self.opt(h + "mlp.c_proj.bias") is not None: m = m + self.P(h + "mlp.c_proj.bias")
-            x = x + m
+            x = self.norm(x + m, h + "ln_2") if post else x + m
         if last_only:
             x = x[:, -1:]
-        x = self.norm(x, "ln_f")
+        if not post:
+            x = self.norm(x, "ln_f")
         logits = x @ self.P("wte.weight").t()
         loss = None
         if targets is not None:
@@ -196,6 +249,12 @@ def parity(args):
         cfg["activation_function"] = args.activation
     if args.attention != "dense":
         cfg["attention"] = args.attention
+    if args.norm_position != "pre":
+        cfg["norm_position"] = args.norm_position
+    if args.n_kv_head:
+        cfg["n_kv_head"] = args.n_kv_head
+    if args.n_inner:
+        cfg["n_inner"] = args.n_inner
     if args.attention == "sliding":
         cfg["window"] = args.window
     if args.attention == "block_sparse":
@@ -305,9 +364,12 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mlp", type=int, default=1, help="0: attention-only blocks")
     p.add_argument("--norm", default="layernorm", choices=["layernorm", "rmsnorm"])
-    p.add_argument("--activation", default="gelu_new", choices=["gelu_new", "relu"])
+    p.add_argument("--activation", default="gelu_new", choices=["gelu_new", "relu", "swiglu"])
+    p.add_argument("--norm-position", default="pre", choices=["pre", "post"])
+    p.add_argument("--n-kv-head", type=int, default=0, help="0: n_head (multi-head attention)")
+    p.add_argument("--n-inner", type=int, default=0, help="MLP width; 0: 4 n_embd")
     p.add_argument("--grad-clip", type=float, default=0.5, help="must be below the gradient norm")
-    p.add_argument("--pos", default="learned", choices=["learned", "sinusoidal"])
+    p.add_argument("--pos", default="learned", choices=["learned", "sinusoidal", "rope", "alibi"])
     p.add_argument("--attention", default="dense", choices=["dense", "sliding", "block_sparse", "linear"])
     p.add_argument("--window", type=int, default=0)
     p.add_argument("--attn-block", type=int, default=0)
