@@ -116,6 +116,11 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     lnf_w_ = add("ln_f.weight", {C}, false);
     lnf_b_ = norm_bias ? add("ln_f.bias", {C}, false) : kNone;
   }
+  cls_w_ = cls_b_ = kNone;
+  if (config_.num_labels() > 0) {
+    cls_w_ = add("classifier.weight", {C, config_.num_labels()}, true);
+    cls_b_ = add("classifier.bias", {config_.num_labels()}, false);
+  }
   params_buf_.assign(n_params_, 0.0f);
   if (config_.pos == PosEncoding::Alibi) alibi_ = alibi_slopes(config_.n_head);
 }
@@ -186,7 +191,7 @@ void GPT::plan_activations(int B, int T) {
   T_ = T;
 }
 
-float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
+const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t* lens) {
   QKV_CHECK(fp32_weights_,
             "[gpt] this model holds int8 weights, for inference only; training "
             "needs the fp32 checkpoint");
@@ -197,16 +202,19 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
   plan_activations(B, T);
   const int C = c.n_embd, V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
-  for (int64_t i = 0; i < N; ++i) {
+  for (int64_t i = 0; i < N; ++i)
     QKV_CHECK(ids[i] >= 0 && ids[i] < V,
               "[gpt] token id {} at position {} is outside the vocabulary [0, {})", ids[i], i, V);
-    if (targets)
-      QKV_CHECK(targets[i] < V, "[gpt] target id {} at position {} is outside the vocabulary",
-                targets[i], i);
-  }
+  have_lens_ = lens != nullptr;
+  lens_.assign(size_t(B), T);
+  if (lens)
+    for (int b = 0; b < B; ++b) {
+      QKV_CHECK(lens[b] >= 1 && lens[b] <= T, "[gpt] sequence {} has length {}, outside [1, {}]",
+                b, lens[b], T);
+      lens_[size_t(b)] = lens[b];
+    }
   std::copy(ids, ids + N, ids_.begin());
-  have_targets_ = targets != nullptr;
-  if (targets) std::copy(targets, targets + N, targets_.begin());
+  have_targets_ = false;
 
   const float* P = params_buf_.data();
   float* A = acts_.data();
@@ -277,26 +285,102 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T) {
     hook(HookPoint::ResidPost, l, out, C);
     x = out;
   }
+  return x;
+}
+
+float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T,
+                   const int32_t* lens) {
+  const GPTConfig& c = config_;
+  const int C = c.n_embd, V = c.vocab_size;
+  const int64_t N = int64_t(B) * T;
+  if (targets)
+    for (int64_t i = 0; i < N; ++i)
+      QKV_CHECK(targets[i] < V, "[gpt] target id {} at position {} is outside the vocabulary",
+                targets[i], i);
+  const float* x = forward_trunk(ids, B, T, lens);
+  classify_ = false;
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
   // logits = ln_f(x) @ wte^T (post-norm: x @ wte^T, the last block already normalised).
   const float* head_in = x;
-  if (!post) {
+  if (c.final_norm()) {
     norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N,
                  C, c.ln_eps);
     head_in = A + act_lnf_;
   }
-  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f, A + act_logits_,
-             V);
+  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f,
+             A + act_logits_, V);
   if (!targets) return 0.0f;
-  cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets, N, V);
+  have_targets_ = true;
+  std::copy(targets, targets + N, targets_.begin());
+  // Padding's targets never count.
+  for (int b = 0; b < B; ++b)
+    for (int t = lens_[size_t(b)]; t < T; ++t) targets_[size_t(b) * T + size_t(t)] = -1;
+  cpu::crossentropy_forward(A + act_losses_, A + act_lse_, A + act_logits_, targets_.data(), N, V);
   double sum = 0;
   int64_t count = 0;
   for (int64_t i = 0; i < N; ++i)
-    if (targets[i] >= 0) {
+    if (targets_[size_t(i)] >= 0) {
       sum += A[act_losses_ + i];
       ++count;
     }
   inv_count_ = count > 0 ? 1.0f / float(count) : 0.0f;
   return count > 0 ? float(sum / double(count)) : 0.0f;
+}
+
+float GPT::forward_classify(const int32_t* ids, const int32_t* lens, const int32_t* labels, int B,
+                            int T) {
+  const GPTConfig& c = config_;
+  const int K = c.num_labels(), C = c.n_embd;
+  QKV_CHECK(K > 0, "[gpt] this model has no classification head (no labels in its config)");
+  if (labels)
+    for (int b = 0; b < B; ++b)
+      QKV_CHECK(labels[b] < K, "[gpt] label {} of sequence {} is outside [0, {})", labels[b], b,
+                K);
+  const float* x = forward_trunk(ids, B, T, lens);
+  classify_ = true;
+  const int64_t N = int64_t(B) * T;
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
+  const float* head_in = x;
+  if (c.final_norm()) {
+    norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N,
+                 C, c.ln_eps);
+    head_in = A + act_lnf_;
+  }
+  // Mean over each sequence's own tokens, in double (B is small; the order is fixed).
+  cls_pooled_.assign(size_t(B) * C, 0.0f);
+  cls_logits_.assign(size_t(B) * K, 0.0f);
+  std::vector<double> acc(static_cast<size_t>(C));
+  for (int b = 0; b < B; ++b) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    const int len = lens_[size_t(b)];
+    for (int t = 0; t < len; ++t) {
+      const float* h = head_in + (size_t(b) * T + size_t(t)) * C;
+      for (int i = 0; i < C; ++i) acc[size_t(i)] += h[i];
+    }
+    for (int i = 0; i < C; ++i) cls_pooled_[size_t(b) * C + size_t(i)] = float(acc[size_t(i)] / len);
+  }
+  nn::linear_forward(cls_logits_.data(), cls_pooled_.data(), P + cls_w_, P + cls_b_, B, C, K);
+  if (!labels) return 0.0f;
+  have_targets_ = true;
+  cls_labels_.assign(labels, labels + B);
+  double sum = 0;
+  int count = 0;
+  cls_dlogits_.assign(size_t(B) * K, 0.0f);
+  for (int b = 0; b < B; ++b) {
+    if (labels[b] < 0) continue;
+    const float* z = cls_logits_.data() + size_t(b) * K;
+    const float mx = *std::max_element(z, z + K);
+    double se = 0;
+    for (int k = 0; k < K; ++k) se += std::exp(double(z[k] - mx));
+    sum += double(mx) + std::log(se) - z[labels[b]];
+    ++count;
+  }
+  inv_count_ = count > 0 ? 1.0f / float(count) : 0.0f;
+  return count > 0 ? float(sum / count) : 0.0f;
 }
 
 void GPT::backward(float loss_scale) {
@@ -307,7 +391,6 @@ void GPT::backward(float loss_scale) {
   const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
   const bool post = !c.final_norm();
   const int64_t N = int64_t(B) * T;
-  const LayerActs la = layer_acts(B, T, c);
   float* G = grad_data();
   const float* P = params_buf_.data();
   float* A = acts_.data();
@@ -320,13 +403,49 @@ void GPT::backward(float loss_scale) {
   float* D = grad_acts_.data();
   auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
 
-  float* dl = A + act_dlosses_;
+  const float* x_last = layer_output(c.n_layer - 1);
+  float* dres = D + g_dres;
   const float dmean = inv_count_ * loss_scale;
+  if (classify_) {
+    // logits = mean_t(head_in) @ W + b: dhead_in[b, t] = (dlogits[b] @ W^T) / len_b on the
+    // sequence's own tokens.
+    const int K = c.num_labels();
+    for (int b = 0; b < B; ++b) {
+      float* d = cls_dlogits_.data() + size_t(b) * K;
+      std::fill(d, d + K, 0.0f);
+      if (cls_labels_[size_t(b)] < 0) continue;
+      const float* z = cls_logits_.data() + size_t(b) * K;
+      const float mx = *std::max_element(z, z + K);
+      double se = 0;
+      for (int k = 0; k < K; ++k) se += std::exp(double(z[k] - mx));
+      for (int k = 0; k < K; ++k)
+        d[k] = float(std::exp(double(z[k] - mx)) / se) * dmean;
+      d[cls_labels_[size_t(b)]] -= dmean;
+    }
+    std::vector<float> dpooled(size_t(B) * C);
+    nn::linear_backward(dpooled.data(), G + cls_w_, G + cls_b_, cls_dlogits_.data(),
+                        cls_pooled_.data(), P + cls_w_, B, C, K);
+    float* dhead = post ? dres : D + g_dln;
+    std::fill(dhead, dhead + N * C, 0.0f);
+    for (int b = 0; b < B; ++b) {
+      const int len = lens_[size_t(b)];
+      for (int t = 0; t < len; ++t) {
+        float* o = dhead + (size_t(b) * T + size_t(t)) * C;
+        for (int i = 0; i < C; ++i) o[i] = dpooled[size_t(b) * C + size_t(i)] / float(len);
+      }
+    }
+    if (!post) {
+      std::fill(dres, dres + N * C, 0.0f);
+      norm_backward(dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
+                    A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
+    }
+    backward_trunk();
+    return;
+  }
+  float* dl = A + act_dlosses_;
   for (int64_t i = 0; i < N; ++i) dl[i] = targets_[i] >= 0 ? dmean : 0.0f;
   float* dlogits = A + act_logits_;  // in place: logits become their gradient
   cpu::crossentropy_backward(dlogits, dlogits, A + act_lse_, targets_.data(), dl, N, V);
-  const float* x_last = layer_output(c.n_layer - 1);
-  float* dres = D + g_dres;
   if (!post) {
     // logits = lnf @ wte^T: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf.
     nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, D + g_dln,
@@ -340,6 +459,24 @@ void GPT::backward(float loss_scale) {
     nn::matmul(prec_, false, false, int(N), C, V, 1.0f, dlogits, V, P + wte_, C, 0.0f, dres, C);
     nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, x_last, C, 1.0f, G + wte_, C);
   }
+  backward_trunk();
+}
+
+void GPT::backward_trunk() {
+  const GPTConfig& c = config_;
+  const int B = B_, T = T_, C = c.n_embd;
+  const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
+  const bool post = !c.final_norm();
+  const int64_t N = int64_t(B) * T;
+  const LayerActs la = layer_acts(B, T, c);
+  float* G = grad_data();
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C,
+               g_dqkv = g_datty + N * C, g_dfchg = g_dqkv + N * QW, g_dfch = g_dfchg + N * H;
+  float* D = grad_acts_.data();
+  auto gopt = [&](size_t off) { return off == kNone ? nullptr : G + off; };
+  float* dres = D + g_dres;
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
@@ -421,6 +558,8 @@ AttnArgs<float> GPT::self_attention_args(const float* qkv, float* out, float* ls
   a.Tq = a.Tk = T;
   a.HS = HS;
   c.apply_attention(a);
+  a.causal = c.causal;
+  a.key_len = have_lens_ ? lens_.data() : nullptr;
   a.alibi = alibi_.empty() ? nullptr : alibi_.data();
   a.q = qkv;
   a.k = qkv + C;
@@ -634,6 +773,9 @@ void GPT::reset_cache() {
 
 float* GPT::forward_cached(const int32_t* ids, int n) {
   const GPTConfig& c = config_;
+  QKV_CHECK(c.causal,
+            "[gpt] this is an encoder (bidirectional): it has no next-token generation; use "
+            "forward() or forward_classify()");
   QKV_CHECK(n >= 1 && n <= c.block_size, "[gpt] extend runs 1..{} tokens at a time, got {}",
             c.block_size, n);
   QKV_CHECK(int64_t(cache_len_) + n <= c.max_positions(),
@@ -876,7 +1018,7 @@ void GPT::save(const std::string& path) const {
   save_safetensors(path, refs, meta);
 }
 
-void GPT::load(const std::string& path) {
+void GPT::load(const std::string& path, bool allow_missing_head) {
   SafetensorsFile f(path);
   std::vector<int> slot_of(params_.size(), -1);
   const auto slots = matrix_slots();
@@ -887,6 +1029,7 @@ void GPT::load(const std::string& path) {
     const Param& p = params_[pi];
     std::string name = "transformer." + p.name;
     if (!f.has(name)) name = p.name;
+    if (!f.has(name) && allow_missing_head && p.name.rfind("classifier.", 0) == 0) continue;
     QKV_CHECK(f.has(name), "{}: missing tensor 'transformer.{}'", path, p.name);
     Tensor t = f.get(name);
     QKV_CHECK(t.shape() == p.shape, "{}: tensor '{}' has shape {}, expected {}", path, name,

@@ -45,7 +45,17 @@ class GPT {
 
   // ids, targets (B,T) with T <= config().max_positions(); targets may be null (no loss), and
   // target < 0 is ignored. Returns the mean loss over counted targets (0 without targets).
-  float forward(const int32_t* ids, const int32_t* targets, int B, int T);
+  // lens (B), optional: sequence b holds lens[b] tokens (1..T) and the rest of its row is
+  // padding, which no query attends to and whose targets do not count (padded positions still
+  // get logits; ignore them).
+  float forward(const int32_t* ids, const int32_t* targets, int B, int T,
+                const int32_t* lens = nullptr);
+  // Classification (config().labels): the mean of each sequence's final hidden states (after
+  // ln_f; padding excluded) through the classifier -> class_logits() (B, num_labels). labels
+  // (B) may be null (no loss); label < 0 is ignored. Returns the mean loss. backward() follows.
+  float forward_classify(const int32_t* ids, const int32_t* lens, const int32_t* labels, int B,
+                         int T);
+  const float* class_logits() const { return cls_logits_.data(); }
   // Logits (B,T,V) of the last forward. Valid until backward() (which overwrites them).
   const float* logits() const { return acts_.data() + act_logits_; }
   // Accumulates loss_scale * d(mean loss)/d(params) into the gradient buffer (loss_scale 1/N
@@ -104,13 +114,19 @@ class GPT {
   // "<name>_scale" tensor beside each (blocks of 32 along the input axis); BF16 saves every
   // tensor as BF16 (a standard HF checkpoint). load() reads all three.
   void save(const std::string& path) const;
-  void load(const std::string& path);
+  // allow_missing_head: a checkpoint without classifier tensors leaves the (initialised) head as
+  // it is, so a pretrained model can start a classification fine-tune.
+  void load(const std::string& path, bool allow_missing_head = false);
   // Reads a model directory: config.json + model.safetensors.
   static GPT from_dir(const std::string& dir);
   void save_dir(const std::string& dir) const;
 
  private:
   void plan_activations(int B, int T);
+  // Checks and embeds the batch, runs every block; returns the last block's output (B*T, C).
+  const float* forward_trunk(const int32_t* ids, int B, int T, const int32_t* lens);
+  // The blocks' backward from d(last block output) in the gradient scratch's dres slot.
+  void backward_trunk();
   void plan_cache();
   // The inference scratch's arrays (rows for up to block_size tokens) inside infer_.
   struct InferScratch {
@@ -171,14 +187,18 @@ class GPT {
   };
   std::vector<LayerOffsets> layer_;
   std::vector<float> alibi_;  // ALiBi slopes per head (empty unless pos is alibi)
-  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
+  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0, cls_w_ = 0, cls_b_ = 0;
   static constexpr size_t kNone = size_t(-1);
 
   // Training activations for (B_, T_).
   int B_ = 0, T_ = 0;
   AlignedVector<float> acts_;
-  std::vector<int32_t> ids_, targets_;
+  std::vector<int32_t> ids_, targets_, lens_;
   bool have_targets_ = false;
+  bool have_lens_ = false;
+  bool classify_ = false;  // the last forward was forward_classify
+  std::vector<float> cls_pooled_, cls_logits_, cls_dlogits_;  // (B, C), (B, K), (B, K)
+  std::vector<int32_t> cls_labels_;
   float inv_count_ = 0;
   size_t act_encoded_ = 0, act_layer_ = 0, act_layer_stride_ = 0, act_lnf_ = 0, act_lnf_mean_ = 0,
          act_lnf_rstd_ = 0, act_logits_ = 0, act_losses_ = 0, act_lse_ = 0, act_dlosses_ = 0;

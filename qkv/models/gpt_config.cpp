@@ -62,6 +62,10 @@ void GPTConfig::validate(const std::string& where) const {
               "{}: grouped-query attention (n_kv_head {}) is not supported with linear attention",
               where, n_kv_head);
   }
+  QKV_CHECK(mask_token_id >= -1 && mask_token_id < vocab_size,
+            "{}: mask_token_id {} out of range [0, vocab_size = {})", where, mask_token_id,
+            vocab_size);
+  QKV_CHECK(labels.size() <= 1u << 20, "{}: {} labels is too many", where, labels.size());
   QKV_CHECK(num_params() < (int64_t(1) << 36), "{}: model of {} parameters is too large", where,
             num_params());
 }
@@ -78,7 +82,8 @@ int64_t GPTConfig::num_params() const {
   const int64_t per_layer = attn + (mlp ? mlp_part : 0);
   const int64_t wpe = pos == PosEncoding::Learned ? int64_t(block_size) * C : 0;
   const int64_t lnf = final_norm() ? C + C * nb : 0;
-  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + lnf;
+  const int64_t head = num_labels() ? (C + 1) * num_labels() : 0;
+  return int64_t(vocab_size) * C + wpe + n_layer * per_layer + lnf + head;
 }
 
 const char* GPTConfig::act_name(Act a) {
@@ -104,6 +109,16 @@ nlohmann::json GPTConfig::to_json() const {
   if (norm_pos == NormPos::Post) j["norm_position"] = "post";
   if (n_inner) j["n_inner"] = n_inner;
   if (n_kv_head && n_kv_head != n_head) j["n_kv_head"] = n_kv_head;
+  if (!causal) {
+    j["arch"] = "encoder";
+    j["architectures"] = {"QkvEncoder"};
+  }
+  if (mask_token_id >= 0) j["mask_token_id"] = mask_token_id;
+  if (!labels.empty()) {
+    nlohmann::json m = nlohmann::json::object();
+    for (size_t i = 0; i < labels.size(); ++i) m[std::to_string(i)] = labels[i];
+    j["id2label"] = m;
+  }
   if (!mlp) j["mlp"] = false;
   if (norm == Norm::RMSNorm) j["norm"] = "rmsnorm";
   if (attention != AttnKind::Dense) j["attention"] = attention_name(attention);
@@ -233,6 +248,37 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
   }
   if (j.contains("n_inner") && !j["n_inner"].is_null()) get_int("n_inner", &c.n_inner, false);
   get_int("n_kv_head", &c.n_kv_head, false);
+  if (j.contains("arch")) {
+    const std::string a = get_string("arch");
+    QKV_CHECK(a == "decoder" || a == "encoder", "{}: unknown arch '{}' (decoder, encoder)", where,
+              a);
+    c.causal = a == "decoder";
+  }
+  if (j.contains("mask_token_id") && !j["mask_token_id"].is_null()) {
+    QKV_CHECK(j["mask_token_id"].is_number_integer(), "{}: 'mask_token_id' must be an integer",
+              where);
+    c.mask_token_id = j["mask_token_id"].get<int>();
+  }
+  if (j.contains("id2label")) {
+    const auto& m = j["id2label"];
+    QKV_CHECK(m.is_object(), "{}: 'id2label' must be an object {{\"0\": label, ...}}", where);
+    c.labels.assign(m.size(), "");
+    for (auto it = m.begin(); it != m.end(); ++it) {
+      size_t idx = 0;
+      try {
+        size_t used = 0;
+        idx = std::stoul(it.key(), &used);
+        QKV_CHECK(used == it.key().size(), "");
+      } catch (const std::exception&) {
+        QKV_CHECK(false, "{}: id2label key '{}' is not an index", where, it.key());
+      }
+      QKV_CHECK(idx < m.size() && c.labels[idx].empty() && it.value().is_string() &&
+                    !it.value().get<std::string>().empty(),
+                "{}: id2label must map 0..{} to distinct non-empty strings (at key '{}')", where,
+                m.size() - 1, it.key());
+      c.labels[idx] = it.value().get<std::string>();
+    }
+  }
   if (j.contains("attention")) c.attention = attention_from_name(get_string("attention"), where);
   get_int("window", &c.window, false);
   get_int("attn_block", &c.attn_block, false);

@@ -40,6 +40,16 @@ struct GPTConfig {
   enum class Act : uint8_t { GeluTanh, ReLU, SwiGLU } act = Act::GeluTanh;
   int n_inner = 0;    // MLP hidden width ("n_inner" as in HF GPT-2); 0 = 4 * n_embd
   int n_kv_head = 0;  // key/value heads (grouped-query attention); 0 = n_head
+  // Architecture ("arch"): a decoder (causal, GPT) or an encoder (bidirectional, BERT-style: no
+  // generation; masked-language-model pretraining and classification).
+  bool causal = true;
+  // The [MASK] token of masked-language-model training: an id past the tokenizer's vocabulary
+  // ("mask_token_id"); -1 = none.
+  int mask_token_id = -1;
+  // Classification head: one output per label, over the mean of the final hidden states of a
+  // sequence's tokens ("id2label" in config.json, as Hugging Face writes it). Empty = none.
+  std::vector<std::string> labels;
+  int num_labels() const { return int(labels.size()); }
   // Attention rule (see kernel_args.h): dense, sliding (window), block_sparse (attn_block,
   // attn_local_blocks, attn_global) or linear.
   AttnKind attention = AttnKind::Dense;
