@@ -17,6 +17,8 @@ void add_perplexity(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_finetune(CLI::App& app);
+void add_synth(CLI::App& app);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

@@ -1,4 +1,5 @@
-// qkv eval: few-shot evaluation of a model on a task file (exact match and log-likelihood).
+// qkv eval: a classifier's accuracy on a labelled JSONL file, or few-shot evaluation of a language
+// model on a task file (exact match and log-likelihood).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -7,25 +8,34 @@
 #include "qkv/infer/fewshot.h"
 #include "qkv/models/gpt.h"
 #include "qkv/tokenizer/tokenizer.h"
+#include "qkv/train/finetune.h"
 
 namespace qkv::app {
 
 void add_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "eval", "Few-shot evaluation on a JSONL task file: exact match and target log-likelihood");
+      "eval",
+      "Evaluate a model: a classifier's accuracy on labelled JSONL (--data), or few-shot exact "
+      "match and target log-likelihood on a task file (--task)");
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
-    std::string model, task, dtype = "fp32", separator = "\\n";
+    std::string model, task, data, dtype = "fp32", separator = "\\n";
     FewShotOptions o;
-    int threads = 0;
-    bool json = false;
+    int threads = 0, batch_size = 32;
+    bool json = false, skip_bad_lines = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model, "Model directory")->required();
   cmd->add_option("--task", a->task,
                   "JSONL file, one {\"input\": ..., \"target\": ...} per line; the prompt is the "
-                  "shots' input+target+separator, then the query's input")
-      ->required();
+                  "shots' input+target+separator, then the query's input");
+  cmd->add_option("--data", a->data,
+                  "Classifier models: JSONL, one {\"text\": ..., \"label\": ...} per line "
+                  "(labels from the model's config)");
+  cmd->add_option("--batch-size", a->batch_size, "--data: sequences per batch")
+      ->capture_default_str();
+  cmd->add_flag("--skip-bad-lines", a->skip_bad_lines,
+                "--data: skip (and count) bad lines instead of stopping");
   cmd->add_option("--shots", a->o.shots, "Worked examples before each query (K)")
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Which examples are the shots")->capture_default_str();
@@ -39,6 +49,49 @@ void add_eval(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([a] {
     apply_threads(a->threads);
+    QKV_CHECK(a->task.empty() != a->data.empty(),
+              "give --data (a classifier's labelled JSONL) or --task (few-shot), one of them");
+    if (!a->data.empty()) {
+      QKV_CHECK(a->batch_size >= 1, "--batch-size must be >= 1");
+      GPT model = GPT::from_dir(a->model);
+      const auto& labels = model.config().labels;
+      QKV_CHECK(!labels.empty(),
+                "{}: not a classifier (no labels in its config); fine-tune one with qkv finetune "
+                "--task classify",
+                a->model);
+      const auto tok = load_tokenizer(a->model);
+      int64_t skipped = 0;
+      const LabelledIds d = load_labelled(a->data, *tok, labels, model.config().block_size,
+                                          a->skip_bad_lines, &skipped);
+      const ClassifierEval r = evaluate_classifier(model, d, a->batch_size);
+      if (a->json) {
+        nlohmann::ordered_json per = nlohmann::ordered_json::object();
+        for (size_t k = 0; k < labels.size(); ++k)
+          per[labels[k]] = {
+              {"examples", r.per_label[k]},
+              {"accuracy",
+               r.per_label[k] ? double(r.per_label_correct[k]) / double(r.per_label[k]) : 0.0}};
+        nlohmann::ordered_json j = {
+            {"model", a->model},    {"data", a->data},          {"examples", r.examples},
+            {"correct", r.correct}, {"accuracy", r.accuracy()}, {"loss", r.loss},
+            {"per_label", per},     {"skipped_lines", skipped}, {"truncated", d.truncated}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("accuracy %.2f%% (%lld/%lld), loss %.4f", 100 * r.accuracy(),
+                    static_cast<long long>(r.correct), static_cast<long long>(r.examples), r.loss);
+        if (skipped) std::printf("; skipped %lld bad lines", static_cast<long long>(skipped));
+        if (d.truncated)
+          std::printf("; %lld texts cut to the context", static_cast<long long>(d.truncated));
+        std::printf("\n");
+        for (size_t k = 0; k < labels.size(); ++k)
+          std::printf("  %-20s %6.2f%% of %lld\n", labels[k].c_str(),
+                      r.per_label[k]
+                          ? 100.0 * double(r.per_label_correct[k]) / double(r.per_label[k])
+                          : 0.0,
+                      static_cast<long long>(r.per_label[k]));
+      }
+      return;
+    }
     QKV_CHECK(a->o.shots >= 0, "--shots {} must be >= 0", a->o.shots);
     a->o.separator.clear();
     for (size_t i = 0; i < a->separator.size(); ++i) {

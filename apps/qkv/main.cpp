@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   qkv::app::add_inspect(app);
   qkv::app::add_experiment(app);
   qkv::app::add_eval(app);
+  qkv::app::add_finetune(app);
+  qkv::app::add_synth(app);
   if (argc >= 2 && argv[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -21,7 +21,7 @@ void add_train(CLI::App& app) {
     std::string preset = "baby";
     std::optional<int> n_layer, n_head, n_embd, block_size;
     std::optional<bool> bias;
-    std::optional<std::string> attention, pos, norm, norm_position, activation;
+    std::optional<std::string> attention, pos, norm, norm_position, activation, arch;
     std::optional<int> window, attn_block, attn_local_blocks, attn_global, n_kv_head, n_inner;
     std::optional<float> rope_theta;
     int threads = 0;
@@ -65,6 +65,28 @@ void add_train(CLI::App& app) {
                   "alibi (linear biases); all but learned generate past --block-size with "
                   "sliding or linear attention");
   cmd->add_option("--rope-theta", a->rope_theta, "Rotary base (with --pos rope; default 10000)");
+  cmd->add_option("--arch", a->arch,
+                  "decoder (GPT, causal; default) or encoder (BERT-style, bidirectional; train it "
+                  "with --objective mlm)");
+  cmd->add_option("--objective", a->o.objective,
+                  "clm (next token; decoders) or mlm (masked language model: 15% of positions, "
+                  "80/10/10 mask/random/keep; encoders)")
+      ->capture_default_str();
+  cmd->add_option("--freeze", a->o.freeze,
+                  "With --model: parameters held fixed: embeddings, final_norm, layer indices or "
+                  "ranges (0-3), all; comma-separated");
+  cmd->add_option("--lora-rank", a->o.lora_rank,
+                  "With --model: train LoRA adapters of this rank, the base frozen (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--lora-alpha", a->o.lora_alpha, "LoRA scale numerator (scale alpha / rank)")
+      ->capture_default_str();
+  cmd->add_option("--lora-targets", a->o.lora_targets,
+                  "Matrices to adapt: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
+      ->capture_default_str();
+  cmd->add_option("--lora-save", a->o.lora_save,
+                  "merged (a full model) or adapter (only the adapters, over the --model "
+                  "directory)")
+      ->capture_default_str();
   cmd->add_option("--tokenizer", a->o.tokenizer,
                   "char (sorted unique characters; default), byte, or a directory with a BPE "
                   "vocabulary (vocab.json + merges.txt)");
@@ -142,6 +164,11 @@ void add_train(CLI::App& app) {
                                 : GPTConfig::Act::GeluTanh;
     }
     if (a->n_kv_head) c.n_kv_head = *a->n_kv_head;
+    if (a->arch) {
+      QKV_CHECK(*a->arch == "decoder" || *a->arch == "encoder",
+                "--arch: unknown '{}' (decoder, encoder)", *a->arch);
+      c.causal = *a->arch == "decoder";
+    }
     if (a->n_inner) c.n_inner = *a->n_inner;
     if (a->rope_theta) c.rope_theta = *a->rope_theta;
     if (a->window) c.window = *a->window;

@@ -10,6 +10,7 @@
 #include "qkv/core/file.h"
 #include "qkv/core/rng.h"
 #include "qkv/io/safetensors.h"
+#include "qkv/models/adapter.h"
 #include "qkv/nn/linear.h"
 
 namespace qkv {
@@ -209,8 +210,8 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
   lens_.assign(size_t(B), T);
   if (lens)
     for (int b = 0; b < B; ++b) {
-      QKV_CHECK(lens[b] >= 1 && lens[b] <= T, "[gpt] sequence {} has length {}, outside [1, {}]",
-                b, lens[b], T);
+      QKV_CHECK(lens[b] >= 1 && lens[b] <= T, "[gpt] sequence {} has length {}, outside [1, {}]", b,
+                lens[b], T);
       lens_[size_t(b)] = lens[b];
     }
   std::copy(ids, ids + N, ids_.begin());
@@ -288,8 +289,7 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
   return x;
 }
 
-float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T,
-                   const int32_t* lens) {
+float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T, const int32_t* lens) {
   const GPTConfig& c = config_;
   const int C = c.n_embd, V = c.vocab_size;
   const int64_t N = int64_t(B) * T;
@@ -309,8 +309,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T,
                  C, c.ln_eps);
     head_in = A + act_lnf_;
   }
-  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f,
-             A + act_logits_, V);
+  nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f, A + act_logits_,
+             V);
   if (!targets) return 0.0f;
   have_targets_ = true;
   std::copy(targets, targets + N, targets_.begin());
@@ -336,8 +336,7 @@ float GPT::forward_classify(const int32_t* ids, const int32_t* lens, const int32
   QKV_CHECK(K > 0, "[gpt] this model has no classification head (no labels in its config)");
   if (labels)
     for (int b = 0; b < B; ++b)
-      QKV_CHECK(labels[b] < K, "[gpt] label {} of sequence {} is outside [0, {})", labels[b], b,
-                K);
+      QKV_CHECK(labels[b] < K, "[gpt] label {} of sequence {} is outside [0, {})", labels[b], b, K);
   const float* x = forward_trunk(ids, B, T, lens);
   classify_ = true;
   const int64_t N = int64_t(B) * T;
@@ -361,7 +360,8 @@ float GPT::forward_classify(const int32_t* ids, const int32_t* lens, const int32
       const float* h = head_in + (size_t(b) * T + size_t(t)) * C;
       for (int i = 0; i < C; ++i) acc[size_t(i)] += h[i];
     }
-    for (int i = 0; i < C; ++i) cls_pooled_[size_t(b) * C + size_t(i)] = float(acc[size_t(i)] / len);
+    for (int i = 0; i < C; ++i)
+      cls_pooled_[size_t(b) * C + size_t(i)] = float(acc[size_t(i)] / len);
   }
   nn::linear_forward(cls_logits_.data(), cls_pooled_.data(), P + cls_w_, P + cls_b_, B, C, K);
   if (!labels) return 0.0f;
@@ -418,8 +418,7 @@ void GPT::backward(float loss_scale) {
       const float mx = *std::max_element(z, z + K);
       double se = 0;
       for (int k = 0; k < K; ++k) se += std::exp(double(z[k] - mx));
-      for (int k = 0; k < K; ++k)
-        d[k] = float(std::exp(double(z[k] - mx)) / se) * dmean;
+      for (int k = 0; k < K; ++k) d[k] = float(std::exp(double(z[k] - mx)) / se) * dmean;
       d[cls_labels_[size_t(b)]] -= dmean;
     }
     std::vector<float> dpooled(size_t(B) * C);
@@ -1091,6 +1090,13 @@ GPT GPT::from_dir(const std::string& dir) {
     QKV_CHECK(false, "{}: not valid JSON ({})", cfg_path, e.what());
   }
   GPT m(GPTConfig::from_json(j, cfg_path));
+  // A fine-tune saved as an adapter: the base model's weights, then the adapter's changes.
+  const std::string base = adapter_base(dir);
+  if (!base.empty() && !file_exists(dir + "/model.safetensors")) {
+    m.load(base + "/model.safetensors", /*allow_missing_head=*/true);
+    apply_adapter(m, dir);
+    return m;
+  }
   m.load(dir + "/model.safetensors");
   return m;
 }

@@ -8,20 +8,46 @@
 namespace qkv {
 
 AdamW::AdamW(GPT& model, const AdamWConfig& cfg)
-    : model_(model), cfg_(cfg), m_(model.num_params(), 0.0f), v_(model.num_params(), 0.0f) {}
+    : model_(&model), cfg_(cfg), m_(model.num_params(), 0.0f), v_(model.num_params(), 0.0f) {}
+
+AdamW::AdamW(std::vector<ParamRef> params, const AdamWConfig& cfg) : cfg_(cfg) {
+  size_t o = 0;
+  for (const ParamRef& r : params) {
+    slots_.push_back({r, o});
+    o += (r.n + 15) / 16 * 16;
+  }
+  m_.assign(o, 0.0f);
+  v_.assign(o, 0.0f);
+}
 
 void AdamW::step(float lr, float grad_scale) {
   ++t_;
   const float bc1 = 1.0f - std::pow(cfg_.beta1, float(t_));
   const float bc2 = 1.0f - std::pow(cfg_.beta2, float(t_));
-  float* p = model_.param_data();
-  const float* g = model_.grad_data();
-  for (const auto& prm : model_.params()) {
-    const size_t o = prm.offset;
-    cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
-                      cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f, bc1,
-                      bc2, grad_scale);
+  if (model_) {
+    float* p = model_->param_data();
+    const float* g = model_->grad_data();
+    for (const auto& prm : model_->params()) {
+      const size_t o = prm.offset;
+      cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
+                        cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f, bc1,
+                        bc2, grad_scale);
+    }
+    return;
   }
+  for (const Slot& s : slots_)
+    cpu::adamw_update(s.ref.p, s.ref.g, m_.data() + s.offset, v_.data() + s.offset,
+                      int64_t(s.ref.n), lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
+                      s.ref.decay ? cfg_.weight_decay : 0.0f, bc1, bc2, grad_scale);
+}
+
+float grad_clip_factor(const std::vector<ParamRef>& params, float max_norm, float* norm_out) {
+  double ss = 0;
+  for (const ParamRef& r : params) ss += cpu::sum_squares(r.g, int64_t(r.n));
+  const float norm = float(std::sqrt(ss));
+  if (norm_out) *norm_out = norm;
+  if (max_norm <= 0) return 1.0f;
+  return std::min(1.0f, max_norm / (norm + 1e-6f));
 }
 
 float grad_clip_factor(const float* grads, size_t n, float max_norm, float* norm_out) {

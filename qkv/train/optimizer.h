@@ -17,9 +17,20 @@ struct AdamWConfig {
   float weight_decay = 0.1f;
 };
 
+// One trainable tensor: its values, its gradient, and whether it decays.
+struct ParamRef {
+  float* p;
+  const float* g;
+  size_t n;
+  bool decay;
+};
+
 class AdamW {
  public:
+  // Every parameter of the model (moments laid out like the model's flat parameter buffer).
   AdamW(GPT& model, const AdamWConfig& cfg);
+  // Only these tensors (frozen layers left out, adapters added): moments packed in this order.
+  AdamW(std::vector<ParamRef> params, const AdamWConfig& cfg);
   // One update with learning rate `lr` from the model's gradient buffer times grad_scale (the
   // clipping factor, applied inside the update: no separate pass over the gradients);
   // increments step().
@@ -30,7 +41,12 @@ class AdamW {
   AlignedVector<float>& v() { return v_; }
 
  private:
-  GPT& model_;
+  struct Slot {
+    ParamRef ref;
+    size_t offset;  // into m_, v_
+  };
+  std::vector<Slot> slots_;
+  GPT* model_ = nullptr;  // whole-model mode: pointers taken at each step (the model may move)
   AdamWConfig cfg_;
   AlignedVector<float> m_, v_;
   int64_t t_ = 0;
@@ -42,6 +58,8 @@ float clip_grad_norm(float* grads, size_t n, float max_norm);
 // The same factor without touching the gradients: min(1, max_norm / (norm + 1e-6)) (1 when
 // max_norm is 0), for AdamW::step(lr, factor). *norm receives the norm if non-null.
 float grad_clip_factor(const float* grads, size_t n, float max_norm, float* norm = nullptr);
+// The same over a set of tensors (the trainable ones).
+float grad_clip_factor(const std::vector<ParamRef>& params, float max_norm, float* norm = nullptr);
 
 // nanoGPT's get_lr: linear warmup lr*(it+1)/(warmup+1), then cosine decay to min_lr at
 // decay_iters, min_lr after.

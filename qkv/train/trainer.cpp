@@ -12,10 +12,12 @@
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
 #include "qkv/core/parallel.h"
+#include "qkv/core/rng.h"
 #include "qkv/data/dataset.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 #include "qkv/tokenizer/tokenizer.h"
+#include "qkv/train/lora.h"
 #include "qkv/train/optimizer.h"
 
 namespace qkv {
@@ -48,6 +50,16 @@ void check_options(const TrainOptions& o) {
   QKV_CHECK(o.eval_iters >= 1, "--eval-iters must be >= 1");
   QKV_CHECK(o.checkpoint_interval >= 0, "--checkpoint-interval must be >= 0");
   QKV_CHECK(o.log_interval >= 1, "--log-interval must be >= 1");
+  QKV_CHECK(o.objective == "clm" || o.objective == "mlm",
+            "--objective must be clm or mlm, got '{}'", o.objective);
+  QKV_CHECK(o.lora_rank >= 0, "--lora-rank must be >= 0");
+  QKV_CHECK(o.lora_save == "merged" || o.lora_save == "adapter",
+            "--lora-save must be merged or adapter, got '{}'", o.lora_save);
+  QKV_CHECK(o.lora_save == "merged" || o.lora_rank > 0, "--lora-save adapter needs --lora-rank");
+  QKV_CHECK((o.freeze.empty() && o.lora_rank == 0) || !o.init_from.empty(),
+            "--freeze and --lora-rank fine-tune a model: give it with --model");
+  QKV_CHECK(!o.resume || (o.freeze.empty() && o.lora_rank == 0),
+            "--resume is not supported with --freeze or --lora-rank yet (run the fine-tune again)");
 }
 
 void fmt_duration(double s, char* buf, size_t n) {
@@ -83,6 +95,28 @@ void truncate_log(const std::string& path, int64_t step) {
 
 }  // namespace
 
+void mlm_mask(int32_t* x, int32_t* y, int64_t n, int32_t mask_id, int vocab, uint64_t seed,
+              uint64_t stream) {
+  Rng rng(seed, stream);
+  int64_t chosen = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = -1;
+    if (rng.uniform_f64() >= 0.15) continue;
+    y[i] = x[i];
+    ++chosen;
+    const double r = rng.uniform_f64();
+    if (r < 0.8)
+      x[i] = mask_id;
+    else if (r < 0.9)
+      x[i] = int32_t(rng.below(uint64_t(vocab)));
+  }
+  if (chosen == 0 && n > 0) {  // a step with nothing to predict would teach nothing
+    const int64_t i = int64_t(rng.below(uint64_t(n)));
+    y[i] = x[i];
+    x[i] = mask_id;
+  }
+}
+
 TrainResult train(const TrainOptions& opt_in) {
   TrainOptions opt = opt_in;
   check_options(opt);
@@ -110,7 +144,16 @@ TrainResult train(const TrainOptions& opt_in) {
               tok->vocab_size(), opt.model.vocab_size);
   } else {
     opt.model.vocab_size = tok->vocab_size();
+    // Masked-LM: one extra id past the tokenizer's vocabulary is the [MASK] token.
+    if (opt.objective == "mlm") opt.model.mask_token_id = opt.model.vocab_size++;
   }
+  const bool mlm = opt.objective == "mlm";
+  QKV_CHECK(!mlm || !opt.model.causal,
+            "--objective mlm trains an encoder (--arch encoder); a decoder learns with clm");
+  QKV_CHECK(mlm || opt.model.causal,
+            "an encoder (--arch encoder) sees every position: train it with --objective mlm");
+  QKV_CHECK(!mlm || opt.model.mask_token_id >= 0,
+            "{}: the model has no mask_token_id for masked-LM training", opt.init_from);
   opt.model.validate("model config");
   // nanoGPT's split: the first 90% of the characters train, the rest validates; each part is
   // tokenised on its own.
@@ -132,7 +175,8 @@ TrainResult train(const TrainOptions& opt_in) {
 
   GPT model(opt.model);
   model.set_matmul_precision(opt.dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
-  AdamW adam(model, {opt.beta1, opt.beta2, 1e-8f, opt.weight_decay});
+  const AdamWConfig adam_cfg{opt.beta1, opt.beta2, 1e-8f, opt.weight_decay};
+  AdamW adam(model, adam_cfg);
   int64_t start = 0;
   if (resuming) {
     SafetensorsFile st(state_path);
@@ -170,6 +214,34 @@ TrainResult train(const TrainOptions& opt_in) {
                           "encoder.json", "vocab.bpe"})
       std::remove((opt.out + "/" + f).c_str());
   }
+  // Fine-tuning controls: frozen tensors leave the optimizer; LoRA adapters join it.
+  const bool partial = !opt.freeze.empty() || opt.lora_rank > 0;
+  std::vector<bool> frozen(model.params().size(), false);
+  std::unique_ptr<Lora> lora;
+  std::vector<ParamRef> refs;
+  std::unique_ptr<AdamW> partial_adam;
+  if (partial) {
+    model.zero_grad();
+    frozen = frozen_params(
+        model, opt.lora_rank > 0 ? (opt.freeze.empty() ? "all" : opt.freeze + ",all") : opt.freeze);
+    if (opt.lora_rank > 0) {
+      LoraSpec spec;
+      spec.rank = opt.lora_rank;
+      spec.alpha = opt.lora_alpha;
+      spec.targets = parse_lora_targets(opt.lora_targets);
+      lora = std::make_unique<Lora>(model, spec, opt.seed);
+      for (size_t i : lora->targets()) frozen[i] = true;
+      for (const ParamRef& r : lora->params()) refs.push_back(r);
+    }
+    for (size_t i = 0; i < model.params().size(); ++i)
+      if (!frozen[i]) {
+        const auto& p = model.params()[i];
+        refs.push_back(
+            {model.param_data() + p.offset, model.grad_data() + p.offset, p.numel, p.decay});
+      }
+    QKV_CHECK(!refs.empty(), "--freeze leaves nothing to train");
+    partial_adam = std::make_unique<AdamW>(refs, adam_cfg);
+  }
   tok->save(opt.out);
   write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
 
@@ -187,11 +259,20 @@ TrainResult train(const TrainOptions& opt_in) {
 
   const int G = opt.grad_accum;
   std::vector<int32_t> x(size_t(G) * B * T), y(size_t(G) * B * T);
+  const int tok_vocab = tok->vocab_size();
+  // Masked-LM batches: the windows, then BERT's masking (its own stream per batch).
+  auto mask_batch = [&](int64_t n, uint64_t stream) {
+    if (mlm)
+      mlm_mask(x.data(), y.data(), n, opt.model.mask_token_id, tok_vocab, opt.seed,
+               stream + (uint64_t(1) << 50));
+  };
   auto evaluate = [&](int64_t step) {
+    if (lora) lora->apply();
     double sum = 0;
     for (int k = 0; k < opt.eval_iters; ++k) {
-      sample_batch(split.val, B, T, opt.seed, kEvalStream + uint64_t(step) * 4096 + uint64_t(k),
-                   x.data(), y.data(), "validation");
+      const uint64_t stream = kEvalStream + uint64_t(step) * 4096 + uint64_t(k);
+      sample_batch(split.val, B, T, opt.seed, stream, x.data(), y.data(), "validation");
+      mask_batch(int64_t(B) * T, stream);
       sum += model.forward(x.data(), y.data(), B, T);
     }
     return float(sum / opt.eval_iters);
@@ -210,7 +291,12 @@ TrainResult train(const TrainOptions& opt_in) {
                       {"adam_m", DType::F32, flat, adam.m().data()},
                       {"adam_v", DType::F32, flat, adam.v().data()}},
                      md);
-    model.save(opt.out + "/model.safetensors");
+    if (lora) lora->apply();
+    if (partial)
+      save_finetuned_weights(opt.out, model, frozen, lora.get(), opt.init_from,
+                             opt.lora_save == "adapter");
+    else
+      model.save(opt.out + "/model.safetensors");
   };
 
   TrainResult res;
@@ -250,6 +336,11 @@ TrainResult train(const TrainOptions& opt_in) {
     // One draw of G * B sequences (what a batch of G * B would see), run B at a time; each
     // micro-batch's gradient is scaled by 1/G, so their sum is the whole batch's mean gradient.
     sample_batch(split.train, G * B, T, opt.seed, uint64_t(it), x.data(), y.data(), "training");
+    mask_batch(int64_t(G) * B * T, uint64_t(it));
+    if (lora) {
+      lora->apply();
+      lora->zero_grad();
+    }
     model.zero_grad();
     float loss = 0.0f;
     for (int g = 0; g < G; ++g) {
@@ -260,7 +351,12 @@ TrainResult train(const TrainOptions& opt_in) {
       model.backward(1.0f / float(G));
       loss += l / float(G);
     }
-    adam.step(lr, grad_clip_factor(model.grad_data(), model.num_params(), opt.grad_clip));
+    if (partial) {
+      if (lora) lora->accumulate_grads();
+      partial_adam->step(lr, grad_clip_factor(refs, opt.grad_clip));
+    } else {
+      adam.step(lr, grad_clip_factor(model.grad_data(), model.num_params(), opt.grad_clip));
+    }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.last_loss = loss;
     res.steps_done = it + 1;

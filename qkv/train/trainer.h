@@ -39,7 +39,25 @@ struct TrainOptions {
   uint64_t seed = 1337;
   bool resume = false;
   bool quiet = false;
+  // "clm": next-token prediction (decoders); "mlm": masked-language-model pretraining (encoders):
+  // 15% of the positions are predicted, of which 80% are replaced by the mask token, 10% by a
+  // random token and 10% kept (BERT's rule).
+  std::string objective = "clm";
+  // Fine-tuning controls (with init_from): frozen parameters (see frozen_params) and LoRA
+  // adapters (lora_rank > 0: the base frozen); lora_save "merged" or "adapter".
+  std::string freeze;
+  int lora_rank = 0;
+  float lora_alpha = 16.0f;
+  std::string lora_targets = "attn.c_attn,attn.c_proj";
+  std::string lora_save = "merged";
 };
+
+// BERT's masking of x (n tokens) in place for a masked-language-model step: each position is
+// chosen with probability 0.15 (y = its token, else y = -1); a chosen token becomes mask_id with
+// probability 0.8, a uniform random id in [0, vocab) with 0.1, and stays with 0.1. At least one
+// position is chosen. Deterministic in (seed, stream).
+void mlm_mask(int32_t* x, int32_t* y, int64_t n, int32_t mask_id, int vocab, uint64_t seed,
+              uint64_t stream);
 
 struct TrainResult {
   int64_t steps_done = 0;

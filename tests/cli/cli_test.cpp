@@ -364,6 +364,68 @@ TEST(Cli, FewShotEval) {
                     "--shots 5 needs at least 6 examples");
 }
 
+// The encoder path end to end: synth data, masked-LM pretraining, classification fine-tune
+// (full and as a LoRA adapter), eval from the saved directories, and the bad-input rules.
+TEST(Cli, EncoderMlmFinetuneEval) {
+  const std::string d = test::temp_dir("enc");
+  ASSERT_EQ(run_qkv("synth sentiment --out " + d + "/data --train 400 --valid 100").rc, 0);
+  ASSERT_EQ(run_qkv("train --data " + d + "/data/text.txt --out " + d +
+                    "/enc --arch encoder --objective mlm --n-layer 1 --n-head 2 --n-embd 32 "
+                    "--block-size 64 --batch-size 8 --max-iters 20 --eval-interval 10 "
+                    "--eval-iters 2 --quiet")
+                .rc,
+            0);
+  const GPTConfig ec = GPT::from_dir(d + "/enc").config();
+  EXPECT_FALSE(ec.causal);
+  EXPECT_EQ(ec.mask_token_id, ec.vocab_size - 1);
+  for (const char* save : {"merged", "adapter"}) {
+    const std::string out = d + "/cls_" + save;
+    ASSERT_EQ(
+        run_qkv("finetune --task classify --model " + d + "/enc --data " + d +
+                "/data/train.jsonl --eval " + d + "/data/valid.jsonl --out " + out +
+                " --max-iters 8 --batch-size 16 --lora-rank 2 --lora-save " + save + " --quiet")
+            .rc,
+        0);
+    const std::string js = d + "/eval.json";
+    ASSERT_EQ(test::run(test::qkv_exe() + " eval --model " + out + " --data " + d +
+                        "/data/valid.jsonl --json >" + js),
+              0);
+    const auto j = nlohmann::json::parse(read_file(js));
+    EXPECT_EQ(j.at("examples"), 100);
+    EXPECT_EQ(j.at("per_label").size(), 2u);
+    // The log's last evaluation is the same model on the same file.
+    std::ifstream log(out + "/log.jsonl");
+    std::string line, last;
+    while (std::getline(log, line))
+      if (line.find("eval_accuracy") != std::string::npos) last = line;
+    EXPECT_NEAR(nlohmann::json::parse(last).at("eval_accuracy").get<double>(),
+                j.at("accuracy").get<double>(), 1e-6)
+        << save;
+  }
+  // Bad lines: named before any training, or skipped and counted.
+  write_file_atomic(d + "/bad.jsonl",
+                    "{\"text\": \"the film was good\", \"label\": \"positive\"}\n"
+                    "{\"text\": \"the film was bad\"}\n"
+                    "{\"text\": \"the film was dull\", \"label\": \"negative\"}\n");
+  expect_user_error(
+      "finetune --model " + d + "/enc --data " + d + "/bad.jsonl --out " + d + "/x --max-iters 2",
+      "bad.jsonl:2: no \"label\"");
+  EXPECT_FALSE(fs::exists(d + "/x/model.safetensors"));
+  EXPECT_EQ(run_qkv("finetune --model " + d + "/enc --data " + d + "/bad.jsonl --out " + d +
+                    "/x --max-iters 2 --skip-bad-lines --quiet")
+                .rc,
+            0);
+  write_file_atomic(d + "/unknown.jsonl",
+                    "{\"text\": \"the film was good\", \"label\": \"neutral\"}\n");
+  expect_user_error("eval --model " + d + "/cls_merged --data " + d + "/unknown.jsonl",
+                    "unknown.jsonl:1: label 'neutral' is not one of the model's labels");
+  expect_user_error("eval --model " + d + "/enc --data " + d + "/data/valid.jsonl",
+                    "not a classifier");
+  expect_user_error("train --data " + d + "/data/text.txt --out " + d + "/y --arch encoder",
+                    "--objective mlm");
+  expect_user_error("generate --model " + d + "/enc --prompt the", "encoder");
+}
+
 // quantize + generate + perplexity end to end: converting on load and loading a quantized
 // directory give the same text and the same perplexity; the library's nll_sum is the oracle.
 TEST(Cli, QuantizeGenerateAndPerplexity) {

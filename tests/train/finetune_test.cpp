@@ -1,0 +1,276 @@
+// Fine-tuning: LoRA's gradients against finite differences, adapters saved apart == merged ==
+// the trained model, frozen tensors bit-for-bit unchanged, BERT's masking rates, and the
+// labelled-data errors (FILE:LINE, --skip-bad-lines counts, unknown labels, truncation).
+#include "qkv/train/finetune.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "qkv/core/error.h"
+#include "qkv/core/file.h"
+#include "qkv/core/rng.h"
+#include "qkv/data/labelled.h"
+#include "qkv/models/gpt.h"
+#include "qkv/tokenizer/tokenizer.h"
+#include "qkv/train/lora.h"
+#include "qkv/train/trainer.h"
+#include "tests/test_paths.h"
+#include "tests/test_util.h"
+
+namespace qkv {
+namespace {
+
+const char* kAlphabet = "abcdefghij klmnop";
+
+// A small encoder model directory with a character tokenizer over kAlphabet.
+std::string make_model_dir(const std::string& tag, bool causal = false) {
+  const std::string dir = test::temp_dir(tag);
+  const auto tok = make_tokenizer("char", kAlphabet);
+  GPTConfig c = test::tiny_config(2, 2, 32, 32, tok->vocab_size());
+  c.causal = causal;
+  GPT m(c);
+  m.init_weights(5);
+  m.save_dir(dir);
+  tok->save(dir);
+  return dir;
+}
+
+// "label a" if the text has more a's than b's, else "b": learnable, and a held-out check.
+std::string write_jsonl(const std::string& path, int n, uint64_t seed) {
+  Rng rng(seed, 1);
+  std::string s;
+  for (int i = 0; i < n; ++i) {
+    std::string t;
+    int a = 0, b = 0;
+    const int len = 5 + int(rng.below(20));
+    for (int k = 0; k < len; ++k) {
+      const char ch = "abcdefg"[rng.below(7)];
+      a += ch == 'a';
+      b += ch == 'b';
+      t += ch;
+    }
+    s += "{\"text\": \"" + t + "\", \"label\": \"" + (a > b ? "a" : "b") + "\"}\n";
+  }
+  write_file_atomic(path, s);
+  return path;
+}
+
+TEST(Lora, GradientsMatchFiniteDifferences) {
+  GPTConfig c = test::tiny_config(2, 2, 16, 16, 11);
+  c.labels = {"x", "y", "z"};
+  GPT m(c);
+  m.init_weights(7);
+  LoraSpec spec;
+  spec.rank = 3;
+  spec.alpha = 6;
+  spec.targets = {"attn.c_attn", "mlp.c_proj"};
+  Lora lora(m, spec, 9);
+  // Make B non-zero so both gradients are informative.
+  Rng rng(3, 3);
+  auto refs = lora.params();
+  for (size_t i = 1; i < refs.size(); i += 2)
+    for (size_t k = 0; k < refs[i].n; ++k) refs[i].p[k] = float(rng.normal() * 0.3);
+  const std::vector<int32_t> ids = {1, 4, 2, 9, 3, 3, 7, 0, 5, 6, 2, 1, 8, 8}, lens = {7, 5},
+                             labels = {2, 0};
+  auto loss = [&] {
+    lora.apply();
+    return double(m.forward_classify(ids.data(), lens.data(), labels.data(), 2, 7));
+  };
+  loss();
+  m.zero_grad();
+  lora.zero_grad();
+  m.backward();
+  lora.accumulate_grads();
+  int checked = 0;
+  for (const ParamRef& r : refs) {
+    // The 3 entries with the largest gradient in each tensor.
+    std::vector<size_t> idx(r.n);
+    for (size_t k = 0; k < r.n; ++k) idx[k] = k;
+    std::partial_sort(idx.begin(), idx.begin() + 3, idx.end(),
+                      [&](size_t x, size_t y) { return std::abs(r.g[x]) > std::abs(r.g[y]); });
+    for (int q = 0; q < 3; ++q) {
+      const size_t k = idx[size_t(q)];
+      const float keep = r.p[k], eps = 1e-2f;
+      r.p[k] = keep + eps;
+      const double lp = loss();
+      r.p[k] = keep - eps;
+      const double lm = loss();
+      r.p[k] = keep;
+      const double fd = (lp - lm) / (2 * eps);
+      EXPECT_NEAR(r.g[k], fd, 2e-2 * std::abs(fd) + 2e-4) << "tensor " << checked / 3;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 3 * int(refs.size()));
+}
+
+TEST(Finetune, LoraAdapterEqualsMergedAndKeepsTheBase) {
+  const std::string base = make_model_dir("ft_base");
+  const std::string dir = test::temp_dir("ft_lora");
+  FinetuneOptions o;
+  o.model = base;
+  o.data = write_jsonl(dir + "/train.jsonl", 64, 1);
+  o.out = dir + "/adapter";
+  o.max_iters = 6;
+  o.batch_size = 8;
+  o.lora_rank = 4;
+  o.lora_targets = "attn.c_attn,mlp.c_fc";
+  o.lora_save = "adapter";
+  o.quiet = true;
+  finetune(o);
+  EXPECT_FALSE(file_exists(o.out + "/model.safetensors"));
+  EXPECT_TRUE(file_exists(o.out + "/adapter.safetensors"));
+  o.out = dir + "/merged";
+  o.lora_save = "merged";
+  finetune(o);  // the same seeded run, saved merged
+  GPT a = GPT::from_dir(dir + "/adapter"), b = GPT::from_dir(dir + "/merged");
+  GPT orig = GPT::from_dir(base);
+  ASSERT_EQ(a.num_params(), b.num_params());
+  for (size_t i = 0; i < a.params().size(); ++i) {
+    const auto& p = a.params()[i];
+    const float* pa = a.param_data() + p.offset;
+    const float* pb = b.param_data() + p.offset;
+    EXPECT_LE(test::rel_err(pa, pb, p.numel), 1e-6) << p.name;
+    // Untargeted base tensors are exactly the base's; targeted ones moved.
+    const bool targeted = p.name.find("c_attn.weight") != std::string::npos ||
+                          p.name.find("c_fc.weight") != std::string::npos;
+    if (p.name.rfind("classifier.", 0) == 0) continue;
+    const GPT::Param& q = orig.params()[i];
+    ASSERT_EQ(q.name, p.name);
+    const float* po = orig.param_data() + q.offset;
+    bool same = true;
+    for (size_t k = 0; k < p.numel; ++k) same &= pb[k] == po[k];
+    EXPECT_EQ(same, !targeted) << p.name;
+  }
+}
+
+TEST(Finetune, FrozenLayersStayBitForBit) {
+  const std::string base = make_model_dir("ft_freeze_base");
+  const std::string dir = test::temp_dir("ft_freeze");
+  FinetuneOptions o;
+  o.model = base;
+  o.data = write_jsonl(dir + "/train.jsonl", 40, 2);
+  o.out = dir + "/out";
+  o.max_iters = 4;
+  o.batch_size = 8;
+  o.freeze = "embeddings,0";
+  o.quiet = true;
+  finetune(o);
+  GPT orig = GPT::from_dir(base), got = GPT::from_dir(o.out);
+  for (size_t i = 0; i < orig.params().size(); ++i) {
+    const auto& p = orig.params()[i];
+    const bool frozen =
+        p.name == "wte.weight" || p.name == "wpe.weight" || p.name.rfind("h.0.", 0) == 0;
+    const float* a = orig.param_data() + p.offset;
+    const float* b = got.param_data() + got.params()[i].offset;
+    bool same = true;
+    for (size_t k = 0; k < p.numel; ++k) same &= a[k] == b[k];
+    EXPECT_EQ(same, frozen) << p.name;
+  }
+  EXPECT_THROW(frozen_params(orig, "embeddings,7"), Error);
+  EXPECT_THROW(frozen_params(orig, "layer1"), Error);
+}
+
+TEST(Finetune, LearnsAndEvalAgreesFromTheDirectory) {
+  const std::string base = make_model_dir("ft_learn_base");
+  const std::string dir = test::temp_dir("ft_learn");
+  FinetuneOptions o;
+  o.model = base;
+  o.data = write_jsonl(dir + "/train.jsonl", 600, 3);
+  o.eval = write_jsonl(dir + "/valid.jsonl", 200, 4);
+  o.out = dir + "/out";
+  o.epochs = 6;
+  o.batch_size = 16;
+  o.learning_rate = 2e-3f;
+  o.quiet = true;
+  const FinetuneResult r = finetune(o);
+  // A majority rule over two letters: a small encoder gets most of it in a few epochs; chance is
+  // about 50%.
+  EXPECT_GE(r.eval.accuracy(), 0.8) << r.eval.correct << "/" << r.eval.examples;
+  GPT m = GPT::from_dir(o.out);
+  const auto tok = load_tokenizer(o.out);
+  const LabelledIds d = load_labelled(o.eval, *tok, m.config().labels, 32, false, nullptr);
+  const ClassifierEval e = evaluate_classifier(m, d, 7);  // another batching: same answers
+  EXPECT_EQ(e.correct, r.eval.correct);
+  EXPECT_NEAR(e.loss, r.eval.loss, 1e-4);
+}
+
+TEST(LabelledData, BadLinesAreNamedCountedOrSkipped) {
+  const std::string dir = test::temp_dir("labelled");
+  const std::string path = dir + "/d.jsonl";
+  write_file_atomic(path,
+                    "{\"text\": \"abc\", \"label\": \"a\"}\n"
+                    "not json\n"
+                    "\n"
+                    "{\"text\": \"abd\"}\n"
+                    "{\"text\": \"" +
+                        std::string(50, 'a') +
+                        "\", \"label\": 1}\n"
+                        "{\"text\": \"zzz\", \"label\": \"a\"}\n"
+                        "{\"text\": \"ab\", \"label\": \"c\"}\n");
+  const auto tok = make_tokenizer("char", kAlphabet);
+  try {
+    load_labelled(path, *tok, {"a", "1"}, 16, false, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(path + ":2: not valid JSON"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("and 3 more bad lines"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--skip-bad-lines"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line";
+  }
+  int64_t skipped = 0;
+  const LabelledIds d = load_labelled(path, *tok, {"a", "1"}, 16, true, &skipped);
+  // Good: line 1 and line 5 (integer label "1", truncated). Bad: 2 (JSON), 4 (no label),
+  // 6 (z is not in the vocabulary), 7 (unknown label c).
+  EXPECT_EQ(skipped, 4);
+  ASSERT_EQ(d.ids.size(), 2u);
+  EXPECT_EQ(d.labels, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(d.truncated, 1);
+  EXPECT_EQ(d.ids[1].size(), 16u);
+  // TSV pairs.
+  write_file_atomic(dir + "/p.tsv", "ab\tba\nno tab here\na\tb\tc\n\tx\nok\tko\n");
+  BadLines bad;
+  const auto pairs = read_tsv_pairs(dir + "/p.tsv", &bad);
+  EXPECT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(bad.count, 3);
+  EXPECT_NE(bad.first[0].find("p.tsv:2: no tab"), std::string::npos) << bad.first[0];
+}
+
+TEST(Mlm, MaskingFollowsBertsRates) {
+  const int64_t n = 200000;
+  std::vector<int32_t> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = int32_t(i % 50);
+  const std::vector<int32_t> orig = x;
+  mlm_mask(x.data(), y.data(), n, 50, 50, 11, 3);
+  int64_t chosen = 0, masked = 0, kept = 0, other = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (y[size_t(i)] < 0) {
+      ASSERT_EQ(x[size_t(i)], orig[size_t(i)]) << "unchosen positions stay";
+      continue;
+    }
+    ASSERT_EQ(y[size_t(i)], orig[size_t(i)]) << "the target is the original token";
+    ++chosen;
+    if (x[size_t(i)] == 50)
+      ++masked;
+    else if (x[size_t(i)] == orig[size_t(i)])
+      ++kept;
+    else
+      ++other;
+  }
+  // Binomial bounds at 5 standard deviations.
+  auto near = [](double count, double total, double p) {
+    return std::abs(count - total * p) <= 5 * std::sqrt(total * p * (1 - p));
+  };
+  EXPECT_TRUE(near(double(chosen), double(n), 0.15)) << chosen;
+  EXPECT_TRUE(near(double(masked), double(chosen), 0.8)) << masked;
+  // "random" draws its own token 1 time in 50: kept = 0.1 + 0.1/50, other = 0.1 * 49/50.
+  EXPECT_TRUE(near(double(kept), double(chosen), 0.1 + 0.1 / 50)) << kept;
+  EXPECT_TRUE(near(double(other), double(chosen), 0.1 * 49 / 50)) << other;
+}
+
+}  // namespace
+}  // namespace qkv
