@@ -11,6 +11,7 @@
 #include "qkv/core/rng.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/adapter.h"
+#include "qkv/models/positions.h"
 #include "qkv/nn/linear.h"
 
 namespace qkv {
@@ -46,16 +47,6 @@ LayerActs layer_acts(int B, int T, const GPTConfig& c) {
   a.res3 = take(N * C);
   a.size = o;
   return a;
-}
-// The fixed encoding of "Attention Is All You Need": PE(p, 2i) = sin(p / 10000^(2i/C)),
-// PE(p, 2i+1) = cos(p / 10000^(2i/C)), in double and rounded once (training and decoding agree
-// bit for bit).
-void sinusoid_add(float* x, int64_t p, int C) {
-  for (int c = 0; c < C; ++c) {
-    const int i2 = c & ~1;
-    const double angle = double(p) * std::pow(10000.0, -double(i2) / double(C));
-    x[c] += float(c & 1 ? std::cos(angle) : std::sin(angle));
-  }
 }
 // ALiBi's head slopes: the geometric sequence 2^(-8/n), 2^(-16/n), ... for n heads when n is a
 // power of two; otherwise the paper's rule: the sequence of the largest power of two below n,
