@@ -7,8 +7,10 @@
 #include "qkv/core/error.h"
 #include "qkv/infer/fewshot.h"
 #include "qkv/models/gpt.h"
+#include "qkv/models/seq2seq.h"
 #include "qkv/tokenizer/tokenizer.h"
 #include "qkv/train/finetune.h"
+#include "qkv/train/seq2seq_train.h"
 
 namespace qkv::app {
 
@@ -21,7 +23,7 @@ void add_eval(CLI::App& app) {
   struct Args {
     std::string model, task, data, dtype = "fp32", separator = "\\n";
     FewShotOptions o;
-    int threads = 0, batch_size = 32;
+    int threads = 0, batch_size = 32, beam = 1, max_examples = 0;
     bool json = false, skip_bad_lines = false;
   };
   auto a = std::make_shared<Args>();
@@ -33,6 +35,11 @@ void add_eval(CLI::App& app) {
                   "Classifier models: JSONL, one {\"text\": ..., \"label\": ...} per line "
                   "(labels from the model's config)");
   cmd->add_option("--batch-size", a->batch_size, "--data: sequences per batch")
+      ->capture_default_str();
+  cmd->add_option("--beam", a->beam, "Encoder-decoder --data (TSV pairs): beam width")
+      ->capture_default_str();
+  cmd->add_option("--max-examples", a->max_examples,
+                  "Encoder-decoder --data: decode only the first N pairs (0: all)")
       ->capture_default_str();
   cmd->add_flag("--skip-bad-lines", a->skip_bad_lines,
                 "--data: skip (and count) bad lines instead of stopping");
@@ -51,6 +58,32 @@ void add_eval(CLI::App& app) {
     apply_threads(a->threads);
     QKV_CHECK(a->task.empty() != a->data.empty(),
               "give --data (a classifier's labelled JSONL) or --task (few-shot), one of them");
+    if (!a->data.empty() && is_seq2seq_dir(a->model)) {  // exact match on source/target pairs
+      Seq2Seq m = Seq2Seq::from_dir(a->model);
+      const auto tok = load_tokenizer(a->model);
+      const Seq2SeqEval r =
+          evaluate_seq2seq(m, *tok, a->data, a->beam, a->max_examples, a->skip_bad_lines);
+      if (a->json) {
+        nlohmann::ordered_json j = {{"model", a->model},
+                                    {"data", a->data},
+                                    {"beam", a->beam},
+                                    {"examples", r.examples},
+                                    {"exact", r.exact},
+                                    {"exact_match", r.accuracy()},
+                                    {"skipped_lines", r.skipped_lines},
+                                    {"truncated", r.truncated}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("exact match %.2f%% (%lld/%lld, beam %d)", 100 * r.accuracy(),
+                    static_cast<long long>(r.exact), static_cast<long long>(r.examples), a->beam);
+        if (r.skipped_lines)
+          std::printf("; skipped %lld bad lines", static_cast<long long>(r.skipped_lines));
+        if (r.truncated)
+          std::printf("; %lld pairs cut to the context", static_cast<long long>(r.truncated));
+        std::printf("\n");
+      }
+      return;
+    }
     if (!a->data.empty()) {
       QKV_CHECK(a->batch_size >= 1, "--batch-size must be >= 1");
       GPT model = GPT::from_dir(a->model);

@@ -4,6 +4,8 @@
 #include "apps/qkv/commands.h"
 #include "qkv/core/error.h"
 #include "qkv/infer/generator.h"
+#include "qkv/infer/seq2seq_decode.h"
+#include "qkv/models/seq2seq.h"
 #include "qkv/tokenizer/tokenizer.h"
 
 namespace qkv::app {
@@ -16,6 +18,7 @@ void add_generate(CLI::App& app) {
     GenerateOptions g;
     int threads = 0;
     bool no_cache = false;
+    Seq2SeqDecodeOptions s2s;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--model", a->model,
@@ -37,10 +40,33 @@ void add_generate(CLI::App& app) {
                   "Weights to run with: fp32, bf16 or int8 (converted on load; a quantized "
                   "model directory from 'qkv quantize' is int8 already)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  cmd->add_option("--beam", a->s2s.beam,
+                  "Encoder-decoder models: beam width (1: greedy); the prompt is the source")
+      ->capture_default_str();
+  cmd->add_option("--length-penalty", a->s2s.length_penalty,
+                  "Encoder-decoder beam search: rank by log p / length^alpha")
+      ->capture_default_str();
   cmd->add_flag("--no-kv-cache", a->no_cache,
                 "Recompute the whole context for every token (slow; for checking)");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     apply_threads(a->threads);
+    if (is_seq2seq_dir(a->model)) {  // translate the prompt: source -> target
+      Seq2Seq m = Seq2Seq::from_dir(a->model);
+      const auto tok = load_tokenizer(a->model);
+      QKV_CHECK(!a->prompt.empty(), "--prompt is empty");
+      std::vector<int32_t> src = tok->encode(a->prompt);
+      const int block = m.config().base.block_size;
+      if (int(src.size()) > block) {
+        std::fprintf(stderr, "qkv: warning: the source has %zu tokens; keeping the first %d\n",
+                     src.size(), block);
+        src.resize(size_t(block));
+      }
+      if (cmd->count("--max-new-tokens")) a->s2s.max_len = a->g.max_new_tokens;
+      const Seq2SeqHypothesis h = seq2seq_decode(m, src, a->s2s);
+      const std::string out = tok->decode(h.tokens);
+      std::printf("%s\n", out.c_str());
+      return;
+    }
     GPT model = GPT::from_dir(a->model);
     if (!model.has_fp32_weights()) {
       QKV_CHECK(a->dtype == "int8" || a->dtype == "fp32",

@@ -4,6 +4,7 @@
 
 #include "apps/qkv/commands.h"
 #include "qkv/core/error.h"
+#include "qkv/train/seq2seq_train.h"
 #include "qkv/train/trainer.h"
 
 namespace qkv::app {
@@ -24,6 +25,10 @@ void add_train(CLI::App& app) {
     std::optional<std::string> attention, pos, norm, norm_position, activation, arch;
     std::optional<int> window, attn_block, attn_local_blocks, attn_global, n_kv_head, n_inner;
     std::optional<float> rope_theta;
+    // Encoder-decoder only.
+    Seq2SeqTrainOptions s2s;
+    std::optional<int> n_dec_layer;
+    std::optional<bool> shared_embeddings;
     int threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -32,7 +37,8 @@ void add_train(CLI::App& app) {
   cmd->add_option("--out", a->o.out, "Output directory: model, tokenizer, checkpoints, log.jsonl")
       ->required();
   cmd->add_option("--preset", a->preset,
-                  "Model preset: baby, shakespeare-char, gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+                  "Model preset: baby, shakespeare-char, gpt2, gpt2-medium, gpt2-large, gpt2-xl; "
+                  "seq2seq for --arch encoder-decoder (its default)")
       ->capture_default_str();
   cmd->add_option("--n-layer", a->n_layer, "Number of layers (overrides the preset)");
   cmd->add_option("--n-head", a->n_head, "Number of attention heads");
@@ -66,8 +72,22 @@ void add_train(CLI::App& app) {
                   "sliding or linear attention");
   cmd->add_option("--rope-theta", a->rope_theta, "Rotary base (with --pos rope; default 10000)");
   cmd->add_option("--arch", a->arch,
-                  "decoder (GPT, causal; default) or encoder (BERT-style, bidirectional; train it "
-                  "with --objective mlm)");
+                  "decoder (GPT, causal; default), encoder (BERT-style, bidirectional; train it "
+                  "with --objective mlm) or encoder-decoder (--data is source<TAB>target pairs)");
+  cmd->add_option("--eval", a->s2s.eval,
+                  "encoder-decoder: held-out TSV pairs (default: the last 10% of --data)");
+  cmd->add_option("--eval-examples", a->s2s.eval_examples,
+                  "encoder-decoder: held-out pairs decoded per evaluation (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--label-smoothing", a->s2s.label_smoothing,
+                  "encoder-decoder: label smoothing of the target distribution")
+      ->capture_default_str();
+  cmd->add_option("--n-decoder-layer", a->n_dec_layer,
+                  "encoder-decoder: decoder layers (default: --n-layer)");
+  cmd->add_option("--shared-embeddings", a->shared_embeddings,
+                  "encoder-decoder: one embedding for source, target and output (default true)");
+  cmd->add_flag("--skip-bad-lines", a->s2s.skip_bad_lines,
+                "encoder-decoder: skip (and count) bad TSV lines instead of stopping");
   cmd->add_option("--objective", a->o.objective,
                   "clm (next token; decoders) or mlm (masked language model: 15% of positions, "
                   "80/10/10 mask/random/keep; encoders)")
@@ -135,9 +155,16 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--resume", a->o.resume,
                 "Continue from the checkpoint in --out (weights, optimizer, step)");
   cmd->add_flag("--quiet", a->o.quiet, "No progress output");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     apply_threads(a->threads);
-    GPTConfig c = GPTConfig::preset(a->preset);
+    const bool s2s = a->arch && *a->arch == "encoder-decoder";
+    Seq2SeqConfig sc;
+    if (s2s) {
+      sc = Seq2SeqConfig::preset(cmd->count("--preset") ? a->preset : "seq2seq");
+      if (a->n_dec_layer) sc.n_dec_layer = *a->n_dec_layer;
+      if (a->shared_embeddings) sc.shared_embeddings = *a->shared_embeddings;
+    }
+    GPTConfig c = s2s ? sc.base : GPTConfig::preset(a->preset);
     if (a->n_layer) c.n_layer = *a->n_layer;
     if (a->n_head) c.n_head = *a->n_head;
     if (a->n_embd) c.n_embd = *a->n_embd;
@@ -165,9 +192,9 @@ void add_train(CLI::App& app) {
     }
     if (a->n_kv_head) c.n_kv_head = *a->n_kv_head;
     if (a->arch) {
-      QKV_CHECK(*a->arch == "decoder" || *a->arch == "encoder",
-                "--arch: unknown '{}' (decoder, encoder)", *a->arch);
-      c.causal = *a->arch == "decoder";
+      QKV_CHECK(*a->arch == "decoder" || *a->arch == "encoder" || s2s,
+                "--arch: unknown '{}' (decoder, encoder, encoder-decoder)", *a->arch);
+      c.causal = *a->arch != "encoder";
     }
     if (a->n_inner) c.n_inner = *a->n_inner;
     if (a->rope_theta) c.rope_theta = *a->rope_theta;
@@ -177,6 +204,41 @@ void add_train(CLI::App& app) {
     if (a->attn_global) c.attn_global = *a->attn_global;
     c.vocab_size = 256;  // replaced by the tokenizer's
     c.validate("model config");
+    if (s2s) {
+      Seq2SeqTrainOptions& t = a->s2s;
+      sc.base = c;
+      sc.bos_token_id = 0;  // set from the data's vocabulary
+      sc.eos_token_id = 1;
+      t.model = sc;
+      t.data = a->o.data;
+      t.out = a->o.out;
+      t.seed = a->o.seed;
+      t.dtype = a->o.dtype;
+      t.quiet = a->o.quiet;
+      // The training flags the user gave; the rest keep the encoder-decoder's defaults.
+      auto given = [&](const char* flag) { return cmd->count(flag) > 0; };
+      if (given("--batch-size")) t.batch_size = a->o.batch_size;
+      if (given("--max-iters")) t.max_iters = a->o.max_iters;
+      if (given("--learning-rate")) t.learning_rate = a->o.learning_rate;
+      if (given("--min-lr")) t.min_lr = a->o.min_lr;
+      if (given("--warmup-iters")) t.warmup_iters = a->o.warmup_iters;
+      if (given("--weight-decay")) t.weight_decay = a->o.weight_decay;
+      if (given("--beta1")) t.beta1 = a->o.beta1;
+      if (given("--beta2")) t.beta2 = a->o.beta2;
+      if (given("--grad-clip")) t.grad_clip = a->o.grad_clip;
+      if (given("--eval-interval")) t.eval_interval = a->o.eval_interval;
+      QKV_CHECK(!a->o.resume && a->o.init_from.empty() && a->o.objective == "clm",
+                "--resume, --model and --objective are not supported with --arch "
+                "encoder-decoder");
+      const Seq2SeqTrainResult r = train_seq2seq(t);
+      if (!t.quiet)
+        std::printf(
+            "done: %lld steps in %.1f s, held-out exact match %.2f%% (%lld pairs); "
+            "model in %s\n",
+            static_cast<long long>(r.steps), r.seconds, 100 * r.exact_match,
+            static_cast<long long>(r.eval_examples), t.out.c_str());
+      return;
+    }
     a->o.model = c;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

@@ -12,6 +12,7 @@
 
 #include "qkv/core/error.h"
 #include "qkv/core/rng.h"
+#include "qkv/infer/seq2seq_decode.h"
 #include "qkv/io/safetensors.h"
 #include "tests/test_paths.h"
 #include "tests/test_util.h"
@@ -167,6 +168,86 @@ TEST(Seq2Seq, CachedDecodingEqualsTeacherForcing) {
       }
       for (int b = 0; b < 2; ++b) seq[size_t(b)].push_back(stream[size_t(2 * t + b)]);
     }
+  }
+}
+
+// Greedy decoding picks the teacher-forced argmax at every step; a beam wide enough to hold
+// every hypothesis finds the exhaustive search's best (under the same length normalisation).
+TEST(Seq2SeqDecode, GreedyIsArgmaxAndWideBeamIsExhaustive) {
+  Seq2SeqConfig c = small_config(GPTConfig::NormPos::Post);
+  c.base.vocab_size = 5;  // tokens 0..2, BOS 3, EOS 4
+  c.bos_token_id = 3;
+  c.eos_token_id = 4;
+  Seq2Seq m(c);
+  m.init_weights(12);
+  for (size_t i = 0; i < m.num_params(); ++i) m.param_data()[i] *= 4.0f;  // peakier outputs
+  const std::vector<int32_t> src = {0, 1, 2, 1, 1};
+  const int32_t S = 5;
+  // Sum of log p(tokens + EOS?) by teacher forcing.
+  auto score = [&](const std::vector<int32_t>& toks, bool eos) {
+    std::vector<int32_t> in = {3}, out;
+    for (int32_t t : toks) in.push_back(t);
+    out = toks;
+    if (eos) out.push_back(4);
+    in.resize(out.size());
+    const int32_t T = int32_t(out.size());
+    m.forward(src.data(), &S, S, in.data(), &T, T, nullptr, 1);
+    double lp = 0;
+    for (int t = 0; t < T; ++t) {
+      const float* z = m.logits() + size_t(t) * 5;
+      double mx = z[0], se = 0;
+      for (int v = 1; v < 5; ++v) mx = std::max(mx, double(z[v]));
+      for (int v = 0; v < 5; ++v) se += std::exp(double(z[v]) - mx);
+      lp += double(z[out[size_t(t)]]) - mx - std::log(se);
+    }
+    return lp;
+  };
+  Seq2SeqDecodeOptions g;
+  g.max_len = 6;
+  const Seq2SeqHypothesis greedy = seq2seq_decode(m, src, g);
+  std::vector<int32_t> prefix;
+  for (size_t t = 0; t <= greedy.tokens.size(); ++t) {
+    std::vector<int32_t> in = {3};
+    in.insert(in.end(), prefix.begin(), prefix.end());
+    const int32_t T = int32_t(in.size());
+    m.forward(src.data(), &S, S, in.data(), &T, T, nullptr, 1);
+    const float* z = m.logits() + size_t(T - 1) * 5;
+    int32_t best = 0;  // the argmax over outputs (BOS is not one)
+    for (int32_t v = 1; v < 5; ++v)
+      if (v != 3 && z[v] > z[best]) best = v;
+    if (t == greedy.tokens.size()) {
+      if (greedy.finished) {
+        EXPECT_EQ(best, 4) << "greedy ends where EOS is the argmax";
+      }
+    } else {
+      EXPECT_EQ(best, greedy.tokens[t]) << "step " << t;
+      prefix.push_back(best);
+    }
+  }
+  EXPECT_NEAR(greedy.logprob, score(greedy.tokens, greedy.finished), 1e-4);
+  for (float alpha : {0.0f, 0.6f, 1.0f}) {
+    Seq2SeqDecodeOptions o;
+    o.beam = 40;
+    o.max_len = 3;
+    o.length_penalty = alpha;
+    const Seq2SeqHypothesis h = seq2seq_decode(m, src, o);
+    // Exhaustive: every sequence of 0..2 tokens over {0, 1, 2}, then EOS (what 3 steps finish).
+    double best = -1e30;
+    std::vector<int32_t> arg;
+    for (int len = 0; len <= 2; ++len)
+      for (int code = 0; code < (len == 0 ? 1 : len == 1 ? 3 : 9); ++code) {
+        std::vector<int32_t> toks;
+        for (int k = 0, x = code; k < len; ++k, x /= 3) toks.push_back(x % 3);
+        const double lp = score(toks, true);
+        const double norm = alpha > 0 ? lp / std::pow(double(len + 1), alpha) : lp;
+        if (norm > best) {
+          best = norm;
+          arg = toks;
+        }
+      }
+    ASSERT_TRUE(h.finished);
+    EXPECT_EQ(h.tokens, arg) << "alpha " << alpha;
+    EXPECT_NEAR(h.logprob, score(h.tokens, true), 1e-4);
   }
 }
 
