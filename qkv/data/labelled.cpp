@@ -30,9 +30,12 @@ void BadLines::add(const std::string& file, int64_t line, const std::string& why
 
 void BadLines::throw_if_any() const {
   if (count == 0) return;
-  QKV_CHECK(false, "{}{} (--skip-bad-lines skips bad lines and counts them)", first.front(),
-            count > 1 ? fmt::format("; and {} more bad line{}", count - 1, count > 2 ? "s" : "")
-                      : std::string());
+  std::string all;
+  for (const auto& f : first) all += (all.empty() ? "" : "; ") + f;
+  const int64_t more = count - int64_t(first.size());
+  QKV_CHECK(false, "{}{} (--skip-bad-lines skips bad lines and counts them)", all,
+            more > 0 ? fmt::format("; and {} more bad line{}", more, more > 1 ? "s" : "")
+                     : std::string());
 }
 
 std::vector<LabelledText> read_labelled_jsonl(const std::string& path, BadLines* bad) {

@@ -14,7 +14,8 @@ struct BadLines {
   int64_t count = 0;
   std::vector<std::string> first;  // "FILE:LINE: why" of the first few
   void add(const std::string& file, int64_t line, const std::string& why);
-  // Throws one line: the first bad line, how many more, and --skip-bad-lines (if count > 0).
+  // Throws one line: every bad line up to the first 5 ("FILE:LINE: why; ..."), how many more,
+  // and --skip-bad-lines (if count > 0).
   void throw_if_any() const;
 };
 

@@ -88,9 +88,15 @@ Seq2SeqHypothesis seq2seq_decode(Seq2Seq& m, const std::vector<int32_t>& src,
       next.push_back(std::move(h));
     }
     if (K == 1 && !finished.empty()) break;  // greedy: EOS ends it
-    if (int(finished.size()) >= K || next.empty()) break;
-    // The best finished one cannot be beaten if no live beam can still pass it (scores only
-    // fall as tokens are added; with length normalisation this is the usual heuristic).
+    if (next.empty()) break;
+    if (o.early_stop && !finished.empty()) {
+      // A live hypothesis with raw score s (< 0, only falling) ends at best s / max_len^alpha.
+      double best_done = ninf, best_live = ninf;
+      for (const auto& h : finished) best_done = std::max(best_done, normalised(h));
+      const double denom = o.length_penalty > 0 ? std::pow(double(max_len), o.length_penalty) : 1;
+      for (const auto& h : next) best_live = std::max(best_live, h.logprob / denom);
+      if (best_done >= best_live) break;
+    }
     while (int(next.size()) < K) {  // keep K rows: dead copies
       parent[next.size()] = parent[0];
       feed[next.size()] = feed[0];

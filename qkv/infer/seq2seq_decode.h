@@ -14,6 +14,10 @@ struct Seq2SeqDecodeOptions {
   int max_len = 0;  // target tokens at most (0: block_size - 1)
   // Beam search ranks finished hypotheses by sum log p / length^alpha (0: raw sum; 1: mean).
   float length_penalty = 0.6f;
+  // Stop as soon as no live hypothesis can still beat the best finished one (an exact bound:
+  // scores only fall, and no length normalises a score better than max_len). false: always run
+  // to max_len (for checking; the answer is the same).
+  bool early_stop = true;
 };
 
 struct Seq2SeqHypothesis {

@@ -16,9 +16,11 @@
 
 #include "qkv/core/file.h"
 #include "qkv/infer/fewshot.h"
+#include "qkv/infer/seq2seq_decode.h"
 #include "qkv/interp/interp.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
+#include "qkv/models/seq2seq.h"
 #include "qkv/tokenizer/tokenizer.h"
 #include "tests/test_paths.h"
 
@@ -424,6 +426,43 @@ TEST(Cli, EncoderMlmFinetuneEval) {
   expect_user_error("train --data " + d + "/data/text.txt --out " + d + "/y --arch encoder",
                     "--objective mlm");
   expect_user_error("generate --model " + d + "/enc --prompt the", "encoder");
+}
+
+// The encoder-decoder end to end: synth pairs, train, generate (greedy and beam), eval from the
+// directory (== the library's decoding), and bad TSV lines named or skipped.
+TEST(Cli, EncoderDecoderTrainGenerateEval) {
+  const std::string d = test::temp_dir("s2s");
+  ASSERT_EQ(run_qkv("synth reverse --out " + d + "/data --train 300 --valid 20 --test 20").rc, 0);
+  ASSERT_EQ(run_qkv("train --arch encoder-decoder --data " + d + "/data/train.tsv --eval " + d +
+                    "/data/valid.tsv --out " + d +
+                    "/m --n-layer 1 --n-head 2 --n-embd 32 "
+                    "--block-size 16 --batch-size 8 --max-iters 12 --eval-interval 6 --quiet")
+                .rc,
+            0);
+  const std::string js = d + "/e.json", gen = d + "/g.txt";
+  ASSERT_EQ(test::run(test::qkv_exe() + " eval --model " + d + "/m --data " + d +
+                      "/data/test.tsv --beam 2 --json >" + js),
+            0);
+  const auto j = nlohmann::json::parse(read_file(js));
+  EXPECT_EQ(j.at("examples"), 20);
+  ASSERT_EQ(
+      test::run(test::qkv_exe() + " generate --model " + d + "/m --prompt abcdef --beam 3 >" + gen),
+      0);
+  // The library's beam search on the same model is the oracle for the printed text.
+  Seq2Seq m = Seq2Seq::from_dir(d + "/m");
+  const auto tok = load_tokenizer(d + "/m");
+  Seq2SeqDecodeOptions o;
+  o.beam = 3;
+  const auto h = seq2seq_decode(m, tok->encode("abcdef"), o);
+  EXPECT_EQ(read_file(gen), tok->decode(h.tokens) + "\n");
+  write_file_atomic(d + "/bad.tsv", "abc\tcba\nno tab\nab\tba\n");
+  expect_user_error("train --arch encoder-decoder --data " + d + "/bad.tsv --out " + d + "/x",
+                    "bad.tsv:2: no tab between source and target");
+  expect_user_error("eval --model " + d + "/m --data " + d + "/bad.tsv", "bad.tsv:2: no tab");
+  EXPECT_EQ(run_qkv("eval --model " + d + "/m --data " + d + "/bad.tsv --skip-bad-lines").rc, 0);
+  expect_user_error(
+      "train --arch encoder-decoder --data " + d + "/data/train.tsv --out " + d + "/x --pos rope",
+      "learned or sinusoidal");
 }
 
 // quantize + generate + perplexity end to end: converting on load and loading a quantized

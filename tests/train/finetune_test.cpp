@@ -217,8 +217,12 @@ TEST(LabelledData, BadLinesAreNamedCountedOrSkipped) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string msg = e.what();
+    // Each bad line, named: 2 (not JSON), 4 (no label), 6 (z not in the vocabulary), 7 (c).
     EXPECT_NE(msg.find(path + ":2: not valid JSON"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("and 3 more bad lines"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(path + ":4: no \"label\""), std::string::npos) << msg;
+    EXPECT_NE(msg.find(path + ":6: cannot tokenise"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(path + ":7: label 'c' is not one of the model's labels"), std::string::npos)
+        << msg;
     EXPECT_NE(msg.find("--skip-bad-lines"), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line";
   }
@@ -238,6 +242,18 @@ TEST(LabelledData, BadLinesAreNamedCountedOrSkipped) {
   EXPECT_EQ(pairs.size(), 2u);
   EXPECT_EQ(bad.count, 3);
   EXPECT_NE(bad.first[0].find("p.tsv:2: no tab"), std::string::npos) << bad.first[0];
+  // Past five, the rest are counted.
+  BadLines many;
+  for (int i = 1; i <= 7; ++i) many.add("f.tsv", i, "no tab between source and target");
+  try {
+    many.throw_if_any();
+    FAIL();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("f.tsv:5: no tab"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("f.tsv:6:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("and 2 more bad lines"), std::string::npos) << msg;
+  }
 }
 
 TEST(Mlm, MaskingFollowsBertsRates) {
