@@ -227,10 +227,15 @@ void add_train(CLI::App& app) {
       if (given("--beta2")) t.beta2 = a->o.beta2;
       if (given("--grad-clip")) t.grad_clip = a->o.grad_clip;
       if (given("--eval-interval")) t.eval_interval = a->o.eval_interval;
-      QKV_CHECK(!a->o.resume && a->o.init_from.empty() && a->o.objective == "clm",
-                "--resume, --model and --objective are not supported with --arch "
-                "encoder-decoder");
+      QKV_CHECK(a->o.init_from.empty() && a->o.objective == "clm" && a->o.freeze.empty() &&
+                    a->o.lora_rank == 0,
+                "--model, --objective, --freeze and --lora-rank are for decoder and encoder "
+                "models, not --arch encoder-decoder");
+      t.resume = a->o.resume;
+      std::signal(SIGINT, on_signal);
+      std::signal(SIGTERM, on_signal);
       const Seq2SeqTrainResult r = train_seq2seq(t);
+      if (r.interrupted) throw CLI::RuntimeError(130);
       if (!t.quiet)
         std::printf(
             "done: %lld steps in %.1f s, held-out exact match %.2f%% (%lld pairs); "

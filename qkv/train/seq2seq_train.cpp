@@ -6,14 +6,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
 #include "qkv/core/rng.h"
 #include "qkv/data/labelled.h"
 #include "qkv/infer/seq2seq_decode.h"
+#include "qkv/io/safetensors.h"
 #include "qkv/tokenizer/tokenizer.h"
 #include "qkv/train/optimizer.h"
+#include "qkv/train/trainer.h"
 
 namespace qkv {
 
@@ -143,8 +147,63 @@ Seq2SeqTrainResult train_seq2seq(const Seq2SeqTrainOptions& o) {
     refs.push_back({m.param_data() + p.offset, m.grad_data() + p.offset, p.numel, p.decay});
   AdamW adam(refs, {o.beta1, o.beta2, 1e-9f, o.weight_decay});
   make_dirs(o.out);
-  tok->save(o.out);
+  const std::string state_path = o.out + "/train_state.safetensors";
   std::string log;
+  int64_t start = 0;
+  const bool resuming = o.resume && file_exists(state_path);
+  if (o.resume && !resuming && !o.quiet)
+    std::printf("no checkpoint in %s: starting from scratch\n", o.out.c_str());
+  if (resuming) {
+    SafetensorsFile st(state_path);
+    const auto& md = st.metadata();
+    QKV_CHECK(md.count("config") && md.count("step") && md.count("train_pairs"),
+              "{}: not a qkv encoder-decoder checkpoint", state_path);
+    QKV_CHECK(nlohmann::json::parse(md.at("config")) == cfg.to_json(),
+              "{}: the checkpoint's model config differs from this run's; resume with the same "
+              "flags and data",
+              state_path);
+    QKV_CHECK(std::stoll(md.at("train_pairs")) == int64_t(train.src.size()),
+              "{}: the checkpoint was trained on different data ({} pairs, now {})", state_path,
+              md.at("train_pairs"), train.src.size());
+    start = std::stoll(md.at("step"));
+    auto load_flat = [&](const char* name, float* dst, size_t n) {
+      Tensor t = st.get(name);
+      QKV_CHECK(t.dtype() == DType::F32 && size_t(t.numel()) == n,
+                "{}: tensor '{}' has the wrong size", state_path, name);
+      std::copy(t.f32(), t.f32() + n, dst);
+    };
+    load_flat("params", m.param_data(), m.num_params());
+    load_flat("adam_m", adam.m().data(), adam.m().size());
+    load_flat("adam_v", adam.v().data(), adam.v().size());
+    adam.set_steps(start);
+    // The log up to the checkpoint (train steps before it, evaluations at or before it).
+    if (file_exists(o.out + "/log.jsonl")) {
+      std::istringstream in(read_file(o.out + "/log.jsonl"));
+      std::string line;
+      while (std::getline(in, line)) {
+        try {
+          const auto j = nlohmann::json::parse(line);
+          const int64_t s = j.at("step").get<int64_t>();
+          if (j.contains("exact_match") ? s <= start : s < start) log += line + "\n";
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    if (!o.quiet) std::printf("resuming from step %lld\n", static_cast<long long>(start));
+  }
+  auto checkpoint = [&](int64_t step) {
+    const Shape flat = {int64_t(m.num_params())}, moments = {int64_t(adam.m().size())};
+    save_safetensors(state_path,
+                     {{"params", DType::F32, flat, m.param_data()},
+                      {"adam_m", DType::F32, moments, adam.m().data()},
+                      {"adam_v", DType::F32, moments, adam.v().data()}},
+                     {{"step", std::to_string(step)},
+                      {"config", cfg.to_json().dump()},
+                      {"train_pairs", std::to_string(train.src.size())}});
+    m.save_dir(o.out);
+    write_file_atomic(o.out + "/log.jsonl", log);
+  };
+  tok->save(o.out);
   const bool tty = !o.quiet && ::isatty(STDOUT_FILENO);
   if (!o.quiet)
     std::printf(
@@ -165,14 +224,22 @@ Seq2SeqTrainResult train_seq2seq(const Seq2SeqTrainOptions& o) {
                   tty ? "\r\033[K" : "", static_cast<long long>(step),
                   static_cast<long long>(o.max_iters), 100 * res.exact_match,
                   static_cast<long long>(res.eval_examples));
-    m.save_dir(o.out);
-    write_file_atomic(o.out + "/log.jsonl", log);
+    checkpoint(step);
   };
 
   const int B = o.batch_size;
   std::vector<int32_t> src, tin, tout, sl, tl;
-  for (int64_t it = 0; it < o.max_iters; ++it) {
-    if (it > 0 && it % o.eval_interval == 0) evaluate(it);
+  for (int64_t it = start; it < o.max_iters; ++it) {
+    if (it > start && it % o.eval_interval == 0) evaluate(it);
+    if (g_stop_training.load()) {
+      checkpoint(it);
+      res.interrupted = true;
+      if (!o.quiet)
+        std::printf("%sstopped at step %lld; checkpoint written, continue with --resume\n",
+                    tty ? "\r\033[K" : "", static_cast<long long>(it));
+      res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return res;
+    }
     Rng rng(o.seed, uint64_t(it));
     std::vector<size_t> pick(static_cast<size_t>(B));
     int S = 1, T = 1;

@@ -30,6 +30,10 @@ struct Seq2SeqTrainOptions {
   bool skip_bad_lines = false;
   std::string dtype = "fp32";
   bool quiet = false;
+  // Continue from the checkpoint in `out` (weights, AdamW moments, step; written at every
+  // evaluation and on SIGINT/SIGTERM via g_stop_training). Batches are keyed by (seed, step), so
+  // a resumed run ends with the same weights as one never stopped.
+  bool resume = false;
 };
 
 struct Seq2SeqTrainResult {
@@ -37,6 +41,7 @@ struct Seq2SeqTrainResult {
   double seconds = 0;
   float last_loss = 0;
   double exact_match = 0;  // of the last evaluation (greedy decoding)
+  bool interrupted = false;
   int64_t eval_examples = 0, train_pairs = 0, skipped_lines = 0, truncated = 0;
 };
 

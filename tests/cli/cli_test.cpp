@@ -465,6 +465,44 @@ TEST(Cli, EncoderDecoderTrainGenerateEval) {
       "learned or sinusoidal");
 }
 
+// An encoder-decoder run stopped by SIGINT (a checkpoint at the next step) and resumed ends
+// with the same weights and log as one never stopped.
+TEST(Cli, EncoderDecoderResumeAfterSigintIsExact) {
+  const std::string d = test::temp_dir("s2s_resume");
+  ASSERT_EQ(run_qkv("synth sort --out " + d + "/data --train 500 --valid 10 --test 10").rc, 0);
+  const std::string args = "train --arch encoder-decoder --data " + d + "/data/train.tsv --eval " +
+                           d +
+                           "/data/valid.tsv --n-layer 1 --n-head 2 --n-embd 32 "
+                           "--block-size 16 --batch-size 8 --max-iters 300 --eval-interval 10 "
+                           "--eval-examples 2 --quiet --out ";
+  ASSERT_EQ(run_qkv(args + d + "/ref").rc, 0);
+  const std::string dir = d + "/run";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c",
+          ("exec " + test::qkv_exe() + " " + args + dir + " >/dev/null 2>&1").c_str(), nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  bool exited = false;
+  while (!fs::exists(dir + "/train_state.safetensors")) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_FALSE(exited) << "the run ended before its first checkpoint";
+  kill(pid, SIGINT);
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << "status " << status;
+  CmdResult r = run_qkv(args + dir + " --resume");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(read_file(dir + "/model.safetensors"), read_file(d + "/ref/model.safetensors"));
+  EXPECT_EQ(losses_in_log(dir), losses_in_log(d + "/ref"));
+}
+
 // quantize + generate + perplexity end to end: converting on load and loading a quantized
 // directory give the same text and the same perplexity; the library's nll_sum is the oracle.
 TEST(Cli, QuantizeGenerateAndPerplexity) {
