@@ -764,8 +764,8 @@ void GPT::reset_cache() {
 float* GPT::forward_cached(const int32_t* ids, int n) {
   const GPTConfig& c = config_;
   QKV_CHECK(c.causal,
-            "[gpt] this is an encoder (bidirectional): it has no next-token generation; use "
-            "forward() or forward_classify()");
+            "[gpt] this is an encoder (bidirectional): it predicts masked tokens, not the next "
+            "one, so it has no generation or perplexity");
   QKV_CHECK(n >= 1 && n <= c.block_size, "[gpt] extend runs 1..{} tokens at a time, got {}",
             c.block_size, n);
   QKV_CHECK(int64_t(cache_len_) + n <= c.max_positions(),

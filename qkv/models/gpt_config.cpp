@@ -250,6 +250,10 @@ GPTConfig GPTConfig::from_json(const nlohmann::json& j, const std::string& where
   get_int("n_kv_head", &c.n_kv_head, false);
   if (j.contains("arch")) {
     const std::string a = get_string("arch");
+    QKV_CHECK(a != "encoder-decoder",
+              "{}: an encoder-decoder model; this command reads decoder and encoder models "
+              "(train, generate and eval read encoder-decoders)",
+              where);
     QKV_CHECK(a == "decoder" || a == "encoder", "{}: unknown arch '{}' (decoder, encoder)", where,
               a);
     c.causal = a == "decoder";

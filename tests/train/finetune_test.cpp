@@ -198,6 +198,54 @@ TEST(Finetune, LearnsAndEvalAgreesFromTheDirectory) {
   EXPECT_NEAR(e.loss, r.eval.loss, 1e-4);
 }
 
+// Language-model fine-tuning (qkv finetune --task lm is train() from a model): frozen tensors
+// stay bit for bit, and a LoRA adapter directory reads back as base + s A B on its targets only.
+TEST(Finetune, LanguageModelWithFreezeAndLora) {
+  const std::string base = make_model_dir("ft_lm_base", /*causal=*/true);
+  const std::string dir = test::temp_dir("ft_lm");
+  std::string corpus;
+  for (int i = 0; i < 200; ++i) corpus += "abc def ghij klmnop ";
+  write_file_atomic(dir + "/corpus.txt", corpus);
+  TrainOptions t;
+  t.data = dir + "/corpus.txt";
+  t.init_from = base;
+  t.batch_size = 4;
+  t.max_iters = 6;
+  t.eval_interval = 3;
+  t.eval_iters = 1;
+  t.quiet = true;
+  t.out = dir + "/frozen";
+  t.freeze = "embeddings,1";
+  train(t);
+  t.out = dir + "/lora";
+  t.freeze.clear();
+  t.lora_rank = 2;
+  t.lora_targets = "mlp.c_fc";
+  t.lora_save = "adapter";
+  train(t);
+  EXPECT_FALSE(file_exists(dir + "/lora/model.safetensors"));
+  GPT orig = GPT::from_dir(base), frozen = GPT::from_dir(dir + "/frozen"),
+      lora = GPT::from_dir(dir + "/lora");
+  for (size_t i = 0; i < orig.params().size(); ++i) {
+    const auto& p = orig.params()[i];
+    auto same = [&](const GPT& g) {
+      const float* a = orig.param_data() + p.offset;
+      const float* b = g.param_data() + g.params()[i].offset;
+      for (size_t k = 0; k < p.numel; ++k)
+        if (a[k] != b[k]) return false;
+      return true;
+    };
+    const bool is_frozen =
+        p.name == "wte.weight" || p.name == "wpe.weight" || p.name.rfind("h.1.", 0) == 0;
+    EXPECT_EQ(same(frozen), is_frozen) << "freeze: " << p.name;
+    EXPECT_EQ(same(lora), p.name.find("mlp.c_fc.weight") == std::string::npos)
+        << "lora: " << p.name;
+  }
+  TrainOptions bad = t;
+  bad.init_from.clear();
+  EXPECT_THROW(train(bad), Error);  // --lora-rank needs --model
+}
+
 TEST(LabelledData, BadLinesAreNamedCountedOrSkipped) {
   const std::string dir = test::temp_dir("labelled");
   const std::string path = dir + "/d.jsonl";
