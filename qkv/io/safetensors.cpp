@@ -1,6 +1,7 @@
 #include "qkv/io/safetensors.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -144,6 +145,19 @@ void save_safetensors(const std::string& path, const std::vector<TensorRef>& ten
     w.write(t.data, n);
   }
   w.commit();
+}
+
+void read_float_weights(const Tensor& t, float* dst, const std::string& path,
+                        const std::string& name, const char* expected) {
+  QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
+            "{}: tensor '{}' has dtype {}, expected {}", path, name, dtype_name(t.dtype()),
+            expected);
+  const Tensor f32 = t.to_f32();
+  const size_t n = size_t(t.numel());
+  std::memcpy(dst, f32.raw(), n * sizeof(float));
+  for (size_t i = 0; i < n; ++i)
+    QKV_CHECK(std::isfinite(dst[i]), "{}: tensor '{}' holds a non-finite value at index {}", path,
+              name, i);
 }
 
 }  // namespace qkv

@@ -37,6 +37,12 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// Copies a floating-point tensor (F32, F16 or BF16) into dst as float32: throws naming the file
+// and tensor if its dtype is another or it holds a non-finite value. `expected` lists the
+// dtypes the caller accepts, for the message.
+void read_float_weights(const Tensor& t, float* dst, const std::string& path,
+                        const std::string& name, const char* expected = "F32, F16 or BF16");
+
 // A tensor to write: raw bytes described by dtype and shape (not owned).
 struct TensorRef {
   std::string name;

@@ -5,6 +5,7 @@
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
+#include "qkv/io/json_file.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 
@@ -51,12 +52,7 @@ void lora_merge(float* W, const float* A, const float* B, int K, int N, int r, f
 std::string adapter_base(const std::string& dir) {
   const std::string cfg = dir + "/adapter_config.json";
   if (!file_exists(cfg)) return "";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(cfg));
-  } catch (const nlohmann::json::exception& e) {
-    QKV_CHECK(false, "{}: not valid JSON ({})", cfg, e.what());
-  }
+  const nlohmann::json j = read_json_file(cfg);
   QKV_CHECK(j.is_object() && j.contains("base_model") && j["base_model"].is_string(),
             "{}: no \"base_model\"", cfg);
   std::string base = j["base_model"].get<std::string>();
@@ -66,7 +62,7 @@ std::string adapter_base(const std::string& dir) {
 
 void apply_adapter(GPT& m, const std::string& dir) {
   const std::string cfg_path = dir + "/adapter_config.json";
-  const nlohmann::json j = nlohmann::json::parse(read_file(cfg_path));
+  const nlohmann::json j = read_json_file(cfg_path);
   LoraSpec spec;
   QKV_CHECK(j.contains("rank") && j["rank"].is_number_integer() && j["rank"].get<int>() >= 1 &&
                 j.contains("alpha") && j["alpha"].is_number(),

@@ -9,6 +9,7 @@
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
 #include "qkv/core/rng.h"
+#include "qkv/io/json_file.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/adapter.h"
 #include "qkv/models/positions.h"
@@ -280,6 +281,16 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
   return x;
 }
 
+const float* GPT::head_input(const float* x) {
+  if (!config_.final_norm()) return x;  // post-norm: the last block already normalised
+  const float* P = params_buf_.data();
+  float* A = acts_.data();
+  norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
+               lnf_b_ == kNone ? nullptr : P + lnf_b_, int64_t(B_) * T_, config_.n_embd,
+               config_.ln_eps);
+  return A + act_lnf_;
+}
+
 float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T, const int32_t* lens) {
   const GPTConfig& c = config_;
   const int C = c.n_embd, V = c.vocab_size;
@@ -292,14 +303,8 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T, con
   classify_ = false;
   const float* P = params_buf_.data();
   float* A = acts_.data();
-  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
   // logits = ln_f(x) @ wte^T (post-norm: x @ wte^T, the last block already normalised).
-  const float* head_in = x;
-  if (c.final_norm()) {
-    norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N,
-                 C, c.ln_eps);
-    head_in = A + act_lnf_;
-  }
+  const float* head_in = head_input(x);
   nn::matmul(prec_, false, true, int(N), V, C, 1.0f, head_in, C, P + wte_, C, 0.0f, A + act_logits_,
              V);
   if (!targets) return 0.0f;
@@ -330,16 +335,8 @@ float GPT::forward_classify(const int32_t* ids, const int32_t* lens, const int32
       QKV_CHECK(labels[b] < K, "[gpt] label {} of sequence {} is outside [0, {})", labels[b], b, K);
   const float* x = forward_trunk(ids, B, T, lens);
   classify_ = true;
-  const int64_t N = int64_t(B) * T;
   const float* P = params_buf_.data();
-  float* A = acts_.data();
-  auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
-  const float* head_in = x;
-  if (c.final_norm()) {
-    norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_, opt(lnf_b_), N,
-                 C, c.ln_eps);
-    head_in = A + act_lnf_;
-  }
+  const float* head_in = head_input(x);
   // Mean over each sequence's own tokens, in double (B is small; the order is fixed).
   cls_pooled_.assign(size_t(B) * C, 0.0f);
   cls_logits_.assign(size_t(B) * K, 0.0f);
@@ -1054,14 +1051,8 @@ void GPT::load(const std::string& path, bool allow_missing_head) {
       ++n_int8;
       continue;
     }
-    QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-              "{}: tensor '{}' has dtype {}, expected F32, F16, BF16 (or I8 for matmul weights)",
-              path, name, dtype_name(t.dtype()));
-    Tensor f32 = t.to_f32();
-    std::memcpy(params_buf_.data() + p.offset, f32.raw(), p.numel * sizeof(float));
-    for (size_t i = 0; i < p.numel; ++i)
-      QKV_CHECK(std::isfinite(params_buf_[p.offset + i]),
-                "{}: tensor '{}' holds a non-finite value at index {}", path, name, i);
+    read_float_weights(t, params_buf_.data() + p.offset, path, name,
+                       "F32, F16, BF16 (or I8 for matmul weights)");
   }
   QKV_CHECK(n_int8 == 0 || n_int8 == slots.size(),
             "{}: {} of the {} matmul weights are int8; a quantized checkpoint has all of them",
@@ -1074,13 +1065,7 @@ void GPT::load(const std::string& path, bool allow_missing_head) {
 
 GPT GPT::from_dir(const std::string& dir) {
   const std::string cfg_path = dir + "/config.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    QKV_CHECK(false, "{}: not valid JSON ({})", cfg_path, e.what());
-  }
-  GPT m(GPTConfig::from_json(j, cfg_path));
+  GPT m(GPTConfig::from_json(read_json_file(cfg_path), cfg_path));
   // A fine-tune saved as an adapter: the base model's weights, then the adapter's changes.
   const std::string base = adapter_base(dir);
   if (!base.empty() && !file_exists(dir + "/model.safetensors")) {

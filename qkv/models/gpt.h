@@ -125,6 +125,8 @@ class GPT {
   void plan_activations(int B, int T);
   // Checks and embeds the batch, runs every block; returns the last block's output (B*T, C).
   const float* forward_trunk(const int32_t* ids, int B, int T, const int32_t* lens);
+  // What the heads read: ln_f(x) into the activations (pre-norm), or x itself (post-norm).
+  const float* head_input(const float* x);
   // The blocks' backward from d(last block output) in the gradient scratch's dres slot.
   void backward_trunk();
   void plan_cache();

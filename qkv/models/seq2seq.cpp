@@ -11,6 +11,7 @@
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
 #include "qkv/core/rng.h"
+#include "qkv/io/json_file.h"
 #include "qkv/io/safetensors.h"
 #include "qkv/models/positions.h"
 
@@ -784,7 +785,8 @@ void Seq2Seq::reorder(const int32_t* parent) {
   const GPTConfig& c = cfg_.base;
   const size_t C = size_t(c.n_embd), Tm = size_t(c.block_size), R = size_t(beams_);
   const size_t per_beam = Tm * C, n = size_t(dec_pos_) * C;  // only the filled positions
-  std::vector<float> tmp(R * per_beam);
+  std::vector<float>& tmp = reorder_tmp_;  // kept: reorder runs at every beam-search step
+  tmp.resize(R * per_beam);
   for (size_t l = 0; l < dec_.layers.size(); ++l)
     for (size_t kv = 0; kv < 2; ++kv) {
       float* base = self_kv_.data() + (l * 2 + kv) * R * per_beam;
@@ -815,26 +817,13 @@ void Seq2Seq::load(const std::string& path) {
     Tensor t = f.get(p.name);
     QKV_CHECK(t.shape() == p.shape, "{}: tensor '{}' has shape {}, expected {}", path, p.name,
               t.shape_str(), shape_to_string(p.shape));
-    QKV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-              "{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", path, p.name,
-              dtype_name(t.dtype()));
-    Tensor f32 = t.to_f32();
-    std::memcpy(params_buf_.data() + p.offset, f32.raw(), p.numel * sizeof(float));
-    for (size_t i = 0; i < p.numel; ++i)
-      QKV_CHECK(std::isfinite(params_buf_[p.offset + i]),
-                "{}: tensor '{}' holds a non-finite value at index {}", path, p.name, i);
+    read_float_weights(t, params_buf_.data() + p.offset, path, p.name);
   }
 }
 
 Seq2Seq Seq2Seq::from_dir(const std::string& dir) {
   const std::string cfg_path = dir + "/config.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    QKV_CHECK(false, "{}: not valid JSON ({})", cfg_path, e.what());
-  }
-  Seq2Seq m(Seq2SeqConfig::from_json(j, cfg_path));
+  Seq2Seq m(Seq2SeqConfig::from_json(read_json_file(cfg_path), cfg_path));
   m.load(dir + "/model.safetensors");
   return m;
 }
