@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 namespace qkv::app {
 
@@ -19,6 +20,10 @@ void add_experiment(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_finetune(CLI::App& app);
 void add_synth(CLI::App& app);
+
+// --freeze, --lora-rank, --lora-alpha, --lora-targets, --lora-save (train and finetune).
+void add_adapt_flags(CLI::App* cmd, std::string* freeze, int* lora_rank, float* lora_alpha,
+                     std::string* lora_targets, std::string* lora_save);
 
 // Applies --threads (0 = all cores).
 void apply_threads(int threads);

@@ -9,6 +9,26 @@
 
 namespace qkv::app {
 
+void add_adapt_flags(CLI::App* cmd, std::string* freeze, int* lora_rank, float* lora_alpha,
+                     std::string* lora_targets, std::string* lora_save) {
+  cmd->add_option("--freeze", *freeze,
+                  "Fine-tuning a --model: parameters held fixed: embeddings, final_norm, layer "
+                  "indices or ranges (0-3), all; comma-separated (a classification head always "
+                  "trains)");
+  cmd->add_option("--lora-rank", *lora_rank,
+                  "Fine-tuning a --model: LoRA adapters of this rank, the base frozen (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--lora-alpha", *lora_alpha, "LoRA scale numerator (scale alpha / rank)")
+      ->capture_default_str();
+  cmd->add_option("--lora-targets", *lora_targets,
+                  "Matrices to adapt: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
+      ->capture_default_str();
+  cmd->add_option("--lora-save", *lora_save,
+                  "merged (a full model) or adapter (the adapters and fully trained tensors "
+                  "only, over the --model directory)")
+      ->capture_default_str();
+}
+
 void add_finetune(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "finetune",
@@ -47,19 +67,8 @@ void add_finetune(CLI::App& app) {
   cmd->add_option("--eval-interval", a->o.eval_interval, "Steps between evaluations (0: per epoch)")
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Random seed")->capture_default_str();
-  cmd->add_option("--freeze", a->o.freeze,
-                  "Parameters held fixed: embeddings, final_norm, layer indices or ranges (0-3), "
-                  "all; comma-separated (the classification head always trains)");
-  cmd->add_option("--lora-rank", a->o.lora_rank, "LoRA adapter rank, the base frozen (0: off)")
-      ->capture_default_str();
-  cmd->add_option("--lora-alpha", a->o.lora_alpha, "LoRA scale numerator (scale alpha / rank)")
-      ->capture_default_str();
-  cmd->add_option("--lora-targets", a->o.lora_targets,
-                  "Matrices to adapt: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
-      ->capture_default_str();
-  cmd->add_option("--lora-save", a->o.lora_save,
-                  "merged (a full model) or adapter (adapters + head only, over --model)")
-      ->capture_default_str();
+  add_adapt_flags(cmd, &a->o.freeze, &a->o.lora_rank, &a->o.lora_alpha, &a->o.lora_targets,
+                  &a->o.lora_save);
   cmd->add_flag("--skip-bad-lines", a->o.skip_bad_lines,
                 "Skip (and count) bad lines instead of stopping at them");
   cmd->add_option("--dtype", a->o.dtype, "Matmul precision: fp32 or bf16")->capture_default_str();

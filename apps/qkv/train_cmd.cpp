@@ -92,21 +92,8 @@ void add_train(CLI::App& app) {
                   "clm (next token; decoders) or mlm (masked language model: 15% of positions, "
                   "80/10/10 mask/random/keep; encoders)")
       ->capture_default_str();
-  cmd->add_option("--freeze", a->o.freeze,
-                  "With --model: parameters held fixed: embeddings, final_norm, layer indices or "
-                  "ranges (0-3), all; comma-separated");
-  cmd->add_option("--lora-rank", a->o.lora_rank,
-                  "With --model: train LoRA adapters of this rank, the base frozen (0: off)")
-      ->capture_default_str();
-  cmd->add_option("--lora-alpha", a->o.lora_alpha, "LoRA scale numerator (scale alpha / rank)")
-      ->capture_default_str();
-  cmd->add_option("--lora-targets", a->o.lora_targets,
-                  "Matrices to adapt: attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
-      ->capture_default_str();
-  cmd->add_option("--lora-save", a->o.lora_save,
-                  "merged (a full model) or adapter (only the adapters, over the --model "
-                  "directory)")
-      ->capture_default_str();
+  add_adapt_flags(cmd, &a->o.freeze, &a->o.lora_rank, &a->o.lora_alpha, &a->o.lora_targets,
+                  &a->o.lora_save);
   cmd->add_option("--tokenizer", a->o.tokenizer,
                   "char (sorted unique characters; default), byte, or a directory with a BPE "
                   "vocabulary (vocab.json + merges.txt)");

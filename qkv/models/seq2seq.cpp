@@ -716,6 +716,7 @@ void Seq2Seq::start(int beams) {
   step_c_.assign(rows * C, 0.0f);
   step_tmp_.assign(rows * C, 0.0f);
   step_logits_.assign(rows * size_t(c.vocab_size), 0.0f);
+  step_stats_.assign(2 * rows, 0.0f);
 }
 
 const float* Seq2Seq::step(const int32_t* tokens) {
@@ -726,7 +727,8 @@ const float* Seq2Seq::step(const int32_t* tokens) {
   const float* P = params_buf_.data();
   auto opt = [&](size_t o) { return o == kNone ? nullptr : P + o; };
   const bool pre = c.final_norm();
-  std::vector<float> mean(static_cast<size_t>(R)), rstd(static_cast<size_t>(R));
+  float* mean = step_stats_.data();  // per-row norm statistics (unused after the call)
+  float* rstd = mean + R;
   float* x = step_x_.data();
   embed(x, tokens, R, 1, dec_, pos);
   for (size_t l = 0; l < dec_.layers.size(); ++l) {
@@ -735,7 +737,7 @@ const float* Seq2Seq::step(const int32_t* tokens) {
     for (const Sub& s : dec_.layers[l]) {
       const float* h = x;
       if (pre) {
-        norm_fwd(step_ln_.data(), mean.data(), rstd.data(), x, s.norm, R);
+        norm_fwd(step_ln_.data(), mean, rstd, x, s.norm, R);
         h = step_ln_.data();
       }
       float* y = step_c_.data();
@@ -767,12 +769,12 @@ const float* Seq2Seq::step(const int32_t* tokens) {
         nn::linear_forward(y, step_b_.data(), P + s.wo, opt(s.bo), R, C, C);
       }
       cpu::residual_forward(x, x, y, int64_t(R) * C);
-      if (!pre) norm_fwd(x, mean.data(), rstd.data(), x, s.norm, R);
+      if (!pre) norm_fwd(x, mean, rstd, x, s.norm, R);
     }
   }
   const float* top = x;
   if (pre) {
-    norm_fwd(step_ln_.data(), mean.data(), rstd.data(), x, dec_.final_norm, R);
+    norm_fwd(step_ln_.data(), mean, rstd, x, dec_.final_norm, R);
     top = step_ln_.data();
   }
   cpu::gemm(false, true, R, c.vocab_size, C, 1.0f, top, C, P + dec_.wte, C, 0.0f,

@@ -159,7 +159,7 @@ class Seq2Seq {
   int src_n_ = 0, beams_ = 0, dec_pos_ = 0;
   AlignedVector<float> mem_, cross_kv_, self_kv_, step_x_, step_ln_, step_a_, step_b_, step_c_,
       step_logits_, step_tmp_;
-  std::vector<float> reorder_tmp_;
+  std::vector<float> reorder_tmp_, step_stats_;
 };
 
 }  // namespace qkv

@@ -192,31 +192,11 @@ FinetuneResult finetune(const FinetuneOptions& o) {
   m.zero_grad();
 
   // What trains: everything not frozen; with LoRA the base is frozen and the adapters train.
-  std::vector<bool> frozen =
-      frozen_params(m, o.lora_rank > 0 ? (o.freeze.empty() ? "all" : o.freeze + ",all") : o.freeze);
-  std::unique_ptr<Lora> lora;
-  if (o.lora_rank > 0) {
-    LoraSpec spec;
-    spec.rank = o.lora_rank;
-    spec.alpha = o.lora_alpha;
-    spec.targets = parse_lora_targets(o.lora_targets);
-    lora = std::make_unique<Lora>(m, spec, o.seed);
-    for (size_t i : lora->targets()) frozen[i] = true;
-  }
-  std::vector<ParamRef> refs;
-  int64_t n_train = 0;
-  for (size_t i = 0; i < m.params().size(); ++i) {
-    if (frozen[i]) continue;
-    const auto& p = m.params()[i];
-    refs.push_back({m.param_data() + p.offset, m.grad_data() + p.offset, p.numel, p.decay});
-    n_train += int64_t(p.numel);
-  }
-  if (lora)
-    for (const ParamRef& r : lora->params()) {
-      refs.push_back(r);
-      n_train += int64_t(r.n);
-    }
-  QKV_CHECK(!refs.empty(), "--freeze leaves nothing to train");
+  Trainable tr = make_trainable(m, o.freeze, o.lora_rank, o.lora_alpha, o.lora_targets, o.seed);
+  const std::vector<bool>& frozen = tr.frozen;
+  const std::unique_ptr<Lora>& lora = tr.lora;
+  const std::vector<ParamRef>& refs = tr.refs;
+  const int64_t n_train = tr.numel;
   AdamW adam(refs, {0.9f, 0.999f, 1e-8f, o.weight_decay});
 
   const int B = o.batch_size;

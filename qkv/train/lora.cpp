@@ -131,6 +131,33 @@ void Lora::append_tensors(std::vector<TensorRef>* out) const {
   }
 }
 
+Trainable make_trainable(GPT& m, const std::string& freeze, int lora_rank, float lora_alpha,
+                         const std::string& lora_targets, uint64_t seed) {
+  Trainable t;
+  t.frozen = frozen_params(m, lora_rank > 0 ? (freeze.empty() ? "all" : freeze + ",all") : freeze);
+  if (lora_rank > 0) {
+    LoraSpec spec;
+    spec.rank = lora_rank;
+    spec.alpha = lora_alpha;
+    spec.targets = parse_lora_targets(lora_targets);
+    t.lora = std::make_unique<Lora>(m, spec, seed);
+    for (size_t i : t.lora->targets()) t.frozen[i] = true;
+  }
+  for (size_t i = 0; i < m.params().size(); ++i) {
+    if (t.frozen[i]) continue;
+    const auto& p = m.params()[i];
+    t.refs.push_back({m.param_data() + p.offset, m.grad_data() + p.offset, p.numel, p.decay});
+    t.numel += int64_t(p.numel);
+  }
+  if (t.lora)
+    for (const ParamRef& r : t.lora->params()) {
+      t.refs.push_back(r);
+      t.numel += int64_t(r.n);
+    }
+  QKV_CHECK(!t.refs.empty(), "--freeze leaves nothing to train");
+  return t;
+}
+
 void save_finetuned_weights(const std::string& out, const GPT& m, const std::vector<bool>& frozen,
                             const Lora* lora, const std::string& base_dir, bool adapter) {
   if (!adapter) {

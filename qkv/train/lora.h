@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,18 @@ class Lora {
   };
   std::vector<Mat> mats_;
 };
+
+// What a fine-tune trains: the frozen mask, the adapters (lora_rank > 0: on lora_targets, with
+// every base tensor frozen but a classification head) and the tensors AdamW updates (the model's
+// unfrozen ones, then the adapters'). Throws if nothing would train.
+struct Trainable {
+  std::vector<bool> frozen;
+  std::unique_ptr<Lora> lora;
+  std::vector<ParamRef> refs;
+  int64_t numel = 0;
+};
+Trainable make_trainable(GPT& m, const std::string& freeze, int lora_rank, float lora_alpha,
+                         const std::string& lora_targets, uint64_t seed);
 
 // Writes a fine-tuned model's weights into `out`: in full (model.safetensors), or with `adapter`
 // as adapter.safetensors (the LoRA pairs and every tensor that trained in full) plus

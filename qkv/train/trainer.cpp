@@ -216,32 +216,17 @@ TrainResult train(const TrainOptions& opt_in) {
   }
   // Fine-tuning controls: frozen tensors leave the optimizer; LoRA adapters join it.
   const bool partial = !opt.freeze.empty() || opt.lora_rank > 0;
-  std::vector<bool> frozen(model.params().size(), false);
-  std::unique_ptr<Lora> lora;
-  std::vector<ParamRef> refs;
+  Trainable tr;
   std::unique_ptr<AdamW> partial_adam;
   if (partial) {
     model.zero_grad();
-    frozen = frozen_params(
-        model, opt.lora_rank > 0 ? (opt.freeze.empty() ? "all" : opt.freeze + ",all") : opt.freeze);
-    if (opt.lora_rank > 0) {
-      LoraSpec spec;
-      spec.rank = opt.lora_rank;
-      spec.alpha = opt.lora_alpha;
-      spec.targets = parse_lora_targets(opt.lora_targets);
-      lora = std::make_unique<Lora>(model, spec, opt.seed);
-      for (size_t i : lora->targets()) frozen[i] = true;
-      for (const ParamRef& r : lora->params()) refs.push_back(r);
-    }
-    for (size_t i = 0; i < model.params().size(); ++i)
-      if (!frozen[i]) {
-        const auto& p = model.params()[i];
-        refs.push_back(
-            {model.param_data() + p.offset, model.grad_data() + p.offset, p.numel, p.decay});
-      }
-    QKV_CHECK(!refs.empty(), "--freeze leaves nothing to train");
-    partial_adam = std::make_unique<AdamW>(refs, adam_cfg);
+    tr = make_trainable(model, opt.freeze, opt.lora_rank, opt.lora_alpha, opt.lora_targets,
+                        opt.seed);
+    partial_adam = std::make_unique<AdamW>(tr.refs, adam_cfg);
   }
+  const std::vector<bool>& frozen = tr.frozen;
+  const std::unique_ptr<Lora>& lora = tr.lora;
+  const std::vector<ParamRef>& refs = tr.refs;
   tok->save(opt.out);
   write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
 

@@ -23,13 +23,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
+from gpt_ref import GPT  # noqa: E402
 
 
 def sinusoid(T, C):
-    p = torch.arange(T, dtype=torch.float64).view(T, 1)
-    i2 = (torch.arange(C) // 2 * 2).to(torch.float64)
-    angle = p * torch.pow(10000.0, -i2 / C)
-    return torch.where(torch.arange(C) % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+    return GPT.sinusoid(0, T, C)  # the same table as the GPT reference
 
 
 def parity(a):
