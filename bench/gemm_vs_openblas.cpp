@@ -1,6 +1,8 @@
 // qkv's fp32 GEMM beside OpenBLAS's sgemm (Debian's libopenblas), at GPT-2 124M training shapes,
 // alternating the two in one run. Prints a Markdown table of medians (min-max) and the ratio.
-//   build/bench/gemm_vs_openblas [threads]
+// With "baby", the shapes of nanoGPT's baby GPT step instead (B*T = 768, C = 128, vocab 65),
+// where each product is small and packing and threading overheads, not the FMA rate, decide.
+//   build/bench/gemm_vs_openblas [threads] [gpt2|baby]
 #include <cblas.h>
 #include <omp.h>
 
@@ -8,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
@@ -38,7 +41,8 @@ int main(int argc, char** argv) {
   qkv::set_num_threads(threads);
   openblas_set_num_threads(threads);
   // B*T = 1024 tokens (B=4, T=256), C = 768, vocab 50257.
-  const Shape shapes[] = {
+  const bool baby = argc > 2 && std::string(argv[2]) == "baby";
+  const std::vector<Shape> gpt2_shapes = {
       {"qkv proj fwd", 1024, 2304, 768, false, false},
       {"mlp up fwd", 1024, 3072, 768, false, false},
       {"mlp down fwd", 1024, 768, 3072, false, false},
@@ -48,6 +52,18 @@ int main(int argc, char** argv) {
       {"lm head dW", 50257, 768, 1024, true, false},
       {"prefill qkv (128)", 128, 2304, 768, false, false},
   };
+  // One layer's forward, input gradient and weight gradient, then the tied LM head.
+  const std::vector<Shape> baby_shapes = {
+      {"qkv proj fwd", 768, 384, 128, false, false}, {"attn out fwd", 768, 128, 128, false, false},
+      {"mlp up fwd", 768, 512, 128, false, false},   {"mlp down fwd", 768, 128, 512, false, false},
+      {"qkv proj dinp", 768, 128, 384, false, true}, {"mlp up dinp", 768, 128, 512, false, true},
+      {"mlp down dinp", 768, 512, 128, false, true}, {"qkv proj dW", 128, 384, 768, true, false},
+      {"mlp up dW", 128, 512, 768, true, false},     {"mlp down dW", 512, 128, 768, true, false},
+      {"lm head fwd", 768, 65, 128, false, true},    {"lm head dinp", 768, 128, 65, false, false},
+      {"lm head dW", 65, 128, 768, true, false},
+  };
+  const std::vector<Shape>& shapes = baby ? baby_shapes : gpt2_shapes;
+  double total_q = 0, total_o = 0;
   std::printf(
       "| shape | M x N x K | qkv GFLOP/s | OpenBLAS GFLOP/s | qkv / OpenBLAS "
       "|\n|---|---|---|---|---|\n");
@@ -58,7 +74,7 @@ int main(int argc, char** argv) {
     for (auto& x : B) x = rng.uniform() - 0.5f;
     const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
     std::vector<double> tq, to;
-    const int reps = s.M * double(s.N) * s.K > 1e10 ? 5 : 11;
+    const int reps = s.M * double(s.N) * s.K > 1e10 ? 5 : s.M * double(s.N) * s.K < 1e9 ? 101 : 11;
     for (int r = -1; r < reps; ++r) {
       auto t0 = Clock::now();
       qkv::cpu::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(),
@@ -77,7 +93,11 @@ int main(int argc, char** argv) {
     const double gq = flops / median(tq) / 1e9, go = flops / median(to) / 1e9;
     std::printf("| %s | %d x %d x %d | %.0f | %.0f | %.2f |\n", s.what, s.M, s.N, s.K, gq, go,
                 gq / go);
+    total_q += median(tq);
+    total_o += median(to);
   }
+  std::printf("| all of the above (sum of medians) | | %.3f ms | %.3f ms | %.2f |\n", total_q * 1e3,
+              total_o * 1e3, total_o / total_q);
   std::printf("\n%d threads, qkv kernels: %s\n", threads, qkv::cpu::isa_name());
   return 0;
 }

@@ -3,6 +3,7 @@
 // width). f32 tolerances: ~1e-5 relative.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -41,6 +42,45 @@ TEST_P(CpuVsRef, Gemm) {
                                     " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
                                     " tb=" + std::to_string(tb)));
         }
+}
+
+// The blockings that only large products take: more than one block of columns (op(A) packed
+// once for all of them), many row blocks rounded to the thread count, and a C of over 4M
+// entries whose K (> KC = 384) stays one block. As the LM head (B^T) and its weight gradient
+// (A^T) meet them. The full reference would take seconds per product, so 3000 sampled entries
+// of C (every row block and column panel is hit) are recomputed as dot products in double.
+TEST_P(CpuVsRef, GemmLargeBlockings) {
+  const std::vector<std::tuple<int, int, int, bool, bool>> cases = {{450, 2100, 40, false, true},
+                                                                    {100, 2100, 400, true, true},
+                                                                    {1100, 3850, 400, false, true},
+                                                                    {3850, 600, 1100, true, false}};
+  uint64_t seed = 100;
+  for (auto [M, N, K, ta, tb] : cases) {
+    auto A = randn(size_t(M) * K, seed++);
+    auto B = randn(size_t(K) * N, seed++);
+    auto C = randn(size_t(M) * N, seed++);
+    const auto C0 = C;
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    cpu::gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, C.data(), N);
+    Rng rng(seed++, 0);
+    int bad = 0;
+    for (int s = 0; s < 3000; ++s) {
+      const int i = int(rng.below(M)), j = int(rng.below(N));
+      double dot = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        const double a = ta ? A[size_t(k) * lda + i] : A[size_t(i) * lda + k];
+        const double b = tb ? B[size_t(j) * ldb + k] : B[size_t(k) * ldb + j];
+        dot += a * b;
+        mag += std::abs(a * b);
+      }
+      const double want = C0[size_t(i) * N + j] + 0.5 * dot;
+      const double got = C[size_t(i) * N + j];
+      if (std::abs(got - want) > 1e-5 * (mag + std::abs(want)) + 1e-6 && bad++ < 5)
+        ADD_FAILURE() << "M=" << M << " N=" << N << " K=" << K << " C[" << i << "," << j
+                      << "] = " << got << ", want " << want;
+    }
+    EXPECT_EQ(bad, 0);
+  }
 }
 
 TEST_P(CpuVsRef, EncoderForwardBackward) {
