@@ -4,6 +4,7 @@
 # and the ratio qkv / PyTorch. A fourth field in a workload adds flags for qkv alone (bf16
 # training is measured against PyTorch's fp32, as issue #4 states its target).
 # Usage: bench/compare.sh [ROUNDS] [THREADS]
+#   ONLY=baby bench/compare.sh 5     runs only the workloads whose name contains "baby"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -30,6 +31,7 @@ stats() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f (%.1f-%
 printf '| workload | qkv | PyTorch | qkv / PyTorch |\n|---|---|---|---|\n'
 for w in "${workloads[@]}"; do
   IFS='|' read -r name key args qkv_only <<<"$w"
+  [[ -z "${ONLY:-}" || "$name" == *"$ONLY"* ]] || continue
   q=() p=()
   for _ in $(seq "$rounds"); do
     q+=("$(field "$(build/qkv bench $args $qkv_only --threads "$threads" --json)" "$key")")

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <cstring>
 
 namespace qkv {
 
@@ -16,5 +17,18 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return omp_get_max_threads(); }
+
+void parallel_zero(float* p, int64_t n) {
+  if (n < (int64_t(1) << 15)) {  // below 128 KiB a parallel region costs more than it saves
+    std::memset(p, 0, sizeof(float) * size_t(n));
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+    std::memset(p + b, 0, sizeof(float) * size_t(e - b));
+  }
+}
 
 }  // namespace qkv

@@ -8,6 +8,7 @@
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
+#include "qkv/core/parallel.h"
 #include "qkv/core/rng.h"
 #include "qkv/io/json_file.h"
 #include "qkv/io/safetensors.h"
@@ -149,7 +150,7 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
-void GPT::zero_grad() { std::fill(grads_buf_.begin(), grads_buf_.end(), 0.0f); }
+void GPT::zero_grad() { parallel_zero(grads_buf_.data(), int64_t(grads_buf_.size())); }
 
 void GPT::plan_activations(int B, int T) {
   if (B == B_ && T == T_) return;
@@ -413,7 +414,7 @@ void GPT::backward(float loss_scale) {
     nn::linear_backward(dpooled.data(), G + cls_w_, G + cls_b_, cls_dlogits_.data(),
                         cls_pooled_.data(), P + cls_w_, B, C, K);
     float* dhead = post ? dres : D + g_dln;
-    std::fill(dhead, dhead + N * C, 0.0f);
+    parallel_zero(dhead, N * C);
     for (int b = 0; b < B; ++b) {
       const int len = lens_[size_t(b)];
       for (int t = 0; t < len; ++t) {
@@ -422,7 +423,7 @@ void GPT::backward(float loss_scale) {
       }
     }
     if (!post) {
-      std::fill(dres, dres + N * C, 0.0f);
+      parallel_zero(dres, N * C);
       norm_backward(dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_,
                     A + act_lnf_mean_, A + act_lnf_rstd_, N, C);
     }
@@ -439,7 +440,7 @@ void GPT::backward(float loss_scale) {
                C);
     nn::matmul(prec_, true, false, V, C, int(N), 1.0f, dlogits, V, A + act_lnf_, C, 1.0f, G + wte_,
                C);
-    std::fill(dres, dres + N * C, 0.0f);
+    parallel_zero(dres, N * C);
     norm_backward(dres, G + lnf_w_, gopt(lnf_b_), D + g_dln, x_last, P + lnf_w_, A + act_lnf_mean_,
                   A + act_lnf_rstd_, N, C);
   } else {
@@ -474,12 +475,12 @@ void GPT::backward_trunk() {
       float* dmid = D + g_datty;
       if (c.mlp) {
         float* dres3 = D + g_dln;
-        std::fill(dres3, dres3 + N * C, 0.0f);
+        parallel_zero(dres3, N * C);
         norm_backward(dres3, G + w.ln2_w, gopt(w.ln2_b), dres, L + la.res3, P + w.ln2_w,
                       L + la.ln2_mean, L + la.ln2_rstd, N, C);
         nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres3, L + la.fch_gelu,
                             P + w.fcproj_w, N, H, C, false, prec_);
-        std::fill(D + g_dfch, D + g_dfch + N * F, 0.0f);
+        parallel_zero(D + g_dfch, N * F);
         act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
         nn::linear_backward(dmid, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln1, P + w.fc_w, N,
                             C, F, false, prec_);
@@ -487,14 +488,14 @@ void GPT::backward_trunk() {
       } else {
         std::memcpy(dmid, dres, sizeof(float) * size_t(N) * C);
       }
-      std::fill(dres, dres + N * C, 0.0f);
+      parallel_zero(dres, N * C);
       norm_backward(dres, G + w.ln1_w, gopt(w.ln1_b), dmid, L + la.res2, P + w.ln1_w,
                     L + la.ln1_mean, L + la.ln1_rstd, N, C);
     } else if (c.mlp) {
       // MLP: res3 = res2 + act(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
       nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
                           P + w.fcproj_w, N, H, C, false, prec_);
-      std::fill(D + g_dfch, D + g_dfch + N * F, 0.0f);
+      parallel_zero(D + g_dfch, N * F);
       act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
       nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
                           N, C, F, false, prec_);
@@ -504,7 +505,7 @@ void GPT::backward_trunk() {
     // Attention: res2 = x + attn(in) @ Wproj + bproj with in = ln1(x) (pre) or x (post).
     nn::linear_backward(D + g_datty, G + w.attnproj_w, gopt(w.attnproj_b), dres, L + la.atty,
                         P + w.attnproj_w, N, C, C, false, prec_);
-    std::fill(D + g_dqkv, D + g_dqkv + N * QW, 0.0f);
+    parallel_zero(D + g_dqkv, N * QW);
     auto args = self_attention_args(L + la.qkv, L + la.atty, L + la.lse, B, T);
     const int CKV = c.kv_heads() * c.head_size();
     args.dout = D + g_datty;
