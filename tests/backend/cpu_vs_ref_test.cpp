@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/ref/ref.h"
+#include "qkv/core/parallel.h"
 #include "tests/test_util.h"
 
 namespace qkv {
@@ -80,6 +82,34 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
                       << "] = " << got << ", want " << want;
     }
     EXPECT_EQ(bad, 0);
+  }
+}
+
+// The GEMM's results do not depend on the thread count (docs/architecture.md): row blocks,
+// column shares, and the split-K weight gradients (each thread one K block, summed in block
+// order) all give one thread's bits.
+TEST_P(CpuVsRef, GemmSameBitsForAnyThreadCount) {
+  const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
+      {128, 384, 768, true, false}, {130, 300, 700, false, true}, {65, 128, 768, true, false},
+      {768, 128, 512, false, true}, {100, 2100, 400, true, true}, {97, 64, 1000, false, false}};
+  const int threads = num_threads();
+  uint64_t seed = 200;
+  for (auto [M, N, K, ta, tb] : cases) {
+    auto A = randn(size_t(M) * K, seed++);
+    auto B = randn(size_t(K) * N, seed++);
+    const auto C0 = randn(size_t(M) * N, seed++);
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    std::vector<std::vector<float>> out;
+    for (int t : {1, 2, 3}) {
+      set_num_threads(t);
+      auto c = C0;
+      cpu::gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, c.data(), N);
+      out.push_back(c);
+    }
+    set_num_threads(threads);
+    for (size_t t = 1; t < out.size(); ++t)
+      EXPECT_EQ(0, std::memcmp(out[0].data(), out[t].data(), sizeof(float) * out[0].size()))
+          << "M=" << M << " N=" << N << " K=" << K << ": " << t + 1 << " threads differ from 1";
   }
 }
 
