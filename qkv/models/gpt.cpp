@@ -267,8 +267,13 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
                    C, c.ln_eps);
       mlp_in = L + la.ln2;
     }
-    nn::linear_forward(L + la.fch, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F, prec_);
-    act_forward(L + la.fch_gelu, L + la.fch, N);
+    if (c.act == GPTConfig::Act::GeluTanh) {  // bias and GELU in the GEMM's epilogue
+      nn::linear_gelu_forward(L + la.fch, L + la.fch_gelu, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F,
+                              prec_);
+    } else {
+      nn::linear_forward(L + la.fch, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F, prec_);
+      act_forward(L + la.fch_gelu, L + la.fch, N);
+    }
     nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, H, C,
                        prec_);
     hook(HookPoint::MlpOut, l, L + la.res3, C);
@@ -478,10 +483,8 @@ void GPT::backward_trunk() {
         parallel_zero(dres3, N * C);
         norm_backward(dres3, G + w.ln2_w, gopt(w.ln2_b), dres, L + la.res3, P + w.ln2_w,
                       L + la.ln2_mean, L + la.ln2_rstd, N, C);
-        nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres3, L + la.fch_gelu,
-                            P + w.fcproj_w, N, H, C, false, prec_);
-        parallel_zero(D + g_dfch, N * F);
-        act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
+        mlp_proj_backward(D + g_dfch, D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres3,
+                          L + la.fch_gelu, L + la.fch, P + w.fcproj_w, N);
         nn::linear_backward(dmid, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln1, P + w.fc_w, N,
                             C, F, false, prec_);
         cpu::residual_forward(dmid, dmid, dres3, N * C);
@@ -493,10 +496,8 @@ void GPT::backward_trunk() {
                     L + la.ln1_mean, L + la.ln1_rstd, N, C);
     } else if (c.mlp) {
       // MLP: res3 = res2 + act(ln2 @ Wfc + bfc) @ Wfcproj + bfcproj
-      nn::linear_backward(D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres, L + la.fch_gelu,
-                          P + w.fcproj_w, N, H, C, false, prec_);
-      parallel_zero(D + g_dfch, N * F);
-      act_backward(D + g_dfch, L + la.fch, D + g_dfchg, N);
+      mlp_proj_backward(D + g_dfch, D + g_dfchg, G + w.fcproj_w, gopt(w.fcproj_b), dres,
+                        L + la.fch_gelu, L + la.fch, P + w.fcproj_w, N);
       nn::linear_backward(D + g_dln, G + w.fc_w, gopt(w.fc_b), D + g_dfch, L + la.ln2, P + w.fc_w,
                           N, C, F, false, prec_);
       norm_backward(dres, G + w.ln2_w, gopt(w.ln2_b), D + g_dln, L + la.res2, P + w.ln2_w,
@@ -610,6 +611,20 @@ void GPT::act_backward(float* dinp, const float* in, const float* dout, int64_t 
     default:
       return cpu::gelu_backward(dinp, in, dout, rows * H);
   }
+}
+
+void GPT::mlp_proj_backward(float* dfch, float* dfch_act, float* dw, float* db, const float* dout,
+                            const float* fch_act, const float* fch, const float* w,
+                            int64_t rows) const {
+  const GPTConfig& c = config_;
+  const int H = c.mlp_hidden(), F = c.fc_width();
+  if (c.act == GPTConfig::Act::GeluTanh) {  // GELU's derivative in the GEMM's epilogue
+    nn::linear_backward(dfch, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_, fch);
+    return;
+  }
+  nn::linear_backward(dfch_act, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_);
+  parallel_zero(dfch, rows * F);
+  act_backward(dfch, fch, dfch_act, rows);
 }
 
 void GPT::final_norm(const float* x, int rows, float* out) const {

@@ -164,6 +164,12 @@ class GPT {
   // The MLP activation over rows: in (rows, fc_width) -> out (rows, mlp_hidden).
   void act_forward(float* out, const float* in, int64_t rows) const;
   void act_backward(float* dinp, const float* in, const float* dout, int64_t rows) const;
+  // Backward of the MLP's output layer and its activation: dfch (rows, fc_width) from dout
+  // (rows, C); dw/db accumulate. GELU runs in the GEMM's epilogue; other activations use
+  // dfch_act (rows, mlp_hidden) as scratch.
+  void mlp_proj_backward(float* dfch, float* dfch_act, float* dw, float* db, const float* dout,
+                         const float* fch_act, const float* fch, const float* w,
+                         int64_t rows) const;
   // Layer l's output in the training activations (res3 pre-norm; ln_2, or ln_1 without MLP,
   // post-norm).
   float* layer_output(int l);

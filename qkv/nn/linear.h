@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "qkv/backend/cpu/cpu.h"
+
 namespace qkv::nn {
 
 // Matmul precision: F32, or BF16 (inputs rounded to bf16, fp32 accumulation; AMX when present).
@@ -11,15 +13,21 @@ enum class Precision { F32, BF16 };
 // The GEMM for a precision (same contract as cpu::gemm).
 void matmul(Precision p, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
             const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-            int64_t ldc);
+            int64_t ldc, const cpu::GemmEpilogue* ep = nullptr);
 
 // inp (N,C) @ weight (C,OC) + bias (OC, may be null) -> out (N,OC).
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC, Precision p = Precision::F32);
+// The MLP's first layer and its GELU in one pass over the output: pre (N,OC) = inp @ weight +
+// bias, act = gelu(pre); the same values as linear_forward then gelu_forward.
+void linear_gelu_forward(float* pre, float* act, const float* inp, const float* weight,
+                         const float* bias, int64_t N, int C, int OC, Precision p = Precision::F32);
 // dinp (N,C) = dout @ weight^T (written when accumulate_dinp is false, else added);
 // dweight (C,OC) += inp^T @ dout; dbias (OC) += column sums of dout (if non-null).
+// With gelu_pre (N,C), the layer's input was gelu(gelu_pre) and dinp is the gradient of
+// gelu_pre instead: (dout @ weight^T) * gelu'(gelu_pre), written (accumulate_dinp must be false).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, bool accumulate_dinp = false,
-                     Precision p = Precision::F32);
+                     Precision p = Precision::F32, const float* gelu_pre = nullptr);
 
 }  // namespace qkv::nn

@@ -193,7 +193,8 @@ KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps, const st
     if (dtype == "int8")
       cpu::gemm_packed(M, A.data(), K, packed, C.data(), N);
     else
-      fn(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N);
+      fn(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.0f, C.data(), N,
+         nullptr);
     if (r >= 0) t.push_back(since(t0));
   }
   KernelBench k;

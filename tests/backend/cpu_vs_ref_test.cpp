@@ -240,6 +240,59 @@ TEST_P(CpuVsRef, BiasGeluResidual) {
   }
 }
 
+// The GEMM epilogues (the MLP's bias + GELU, and GELU's derivative) against the reference
+// kernels run one after another, and equal, value for value, to the CPU's own separate passes:
+// a fused layer computes what the unfused one did. Shapes cover the small-M path, row blocks,
+// column shares, two K blocks, split K and a ragged last tile.
+TEST_P(CpuVsRef, GemmEpilogues) {
+  const std::vector<std::tuple<int, int, int>> shapes = {
+      {3, 50, 40}, {37, 101, 96}, {200, 130, 777}, {130, 300, 700}, {768, 512, 128}};
+  uint64_t seed = 300;
+  for (auto [M, N, K] : shapes) {
+    const std::string at =
+        "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+    auto A = randn(size_t(M) * K, seed++), B = randn(size_t(K) * N, seed++);
+    auto bias = randn(size_t(N), seed++), pre = randn(size_t(M) * N, seed++, 2.0);
+    // Forward: pre-activation and GELU in one call.
+    std::vector<float> c_fused(size_t(M) * N), act_fused(c_fused.size());
+    cpu::GemmEpilogue ep;
+    ep.kind = cpu::GemmEpilogue::Kind::kBiasGelu;
+    ep.bias = bias.data();
+    ep.act = act_fused.data();
+    ep.ld_act = N;
+    cpu::gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c_fused.data(), N, &ep);
+    std::vector<float> c_sep(c_fused.size()), act_sep(c_fused.size());
+    cpu::gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c_sep.data(), N);
+    cpu::bias_forward(c_sep.data(), bias.data(), M, N);
+    cpu::gelu_forward(act_sep.data(), c_sep.data(), int64_t(M) * N);
+    std::vector<float> c_ref(c_fused.size()), act_ref(c_fused.size());
+    ref::gemm<float>(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c_ref.data(), N);
+    ref::bias_forward(c_ref.data(), bias.data(), M, N);
+    ref::gelu_forward(act_ref.data(), c_ref.data(), int64_t(M) * N);
+    EXPECT_TRUE(all_close(c_fused, c_ref, 1e-4, 2e-5 * std::sqrt(double(K)), "bias " + at));
+    EXPECT_TRUE(all_close(act_fused, act_ref, 1e-4, 2e-5 * std::sqrt(double(K)), "gelu " + at));
+    EXPECT_TRUE(all_close(c_fused, c_sep, 0, 0, "bias fused == separate " + at));
+    EXPECT_TRUE(all_close(act_fused, act_sep, 0, 0, "gelu fused == separate " + at));
+    // Backward: dpre = (A B) * gelu'(pre), B transposed as the layer's weight.
+    cpu::GemmEpilogue eg;
+    eg.kind = cpu::GemmEpilogue::Kind::kGeluGrad;
+    eg.pre = pre.data();
+    eg.ld_pre = N;
+    std::vector<float> d_fused(c_fused.size());
+    auto Bt = randn(size_t(K) * N, seed++);
+    cpu::gemm(false, true, M, N, K, 1.0f, A.data(), K, Bt.data(), K, 0.0f, d_fused.data(), N, &eg);
+    std::vector<float> dact(c_fused.size()), d_sep(c_fused.size(), 0.0f);
+    cpu::gemm(false, true, M, N, K, 1.0f, A.data(), K, Bt.data(), K, 0.0f, dact.data(), N);
+    cpu::gelu_backward(d_sep.data(), pre.data(), dact.data(), int64_t(M) * N);
+    std::vector<float> dact_ref(c_fused.size()), d_ref(c_fused.size(), 0.0f);
+    ref::gemm<float>(false, true, M, N, K, 1.0f, A.data(), K, Bt.data(), K, 0.0f, dact_ref.data(),
+                     N);
+    ref::gelu_backward(d_ref.data(), pre.data(), dact_ref.data(), int64_t(M) * N);
+    EXPECT_TRUE(all_close(d_fused, d_ref, 1e-4, 2e-5 * std::sqrt(double(K)), "gelu grad " + at));
+    EXPECT_TRUE(all_close(d_fused, d_sep, 0, 0, "gelu grad fused == separate " + at));
+  }
+}
+
 // Attention over a packed qkv buffer, plus a decode-style case (q_offset, separate buffers).
 TEST_P(CpuVsRef, Attention) {
   struct Case {

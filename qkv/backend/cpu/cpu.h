@@ -18,14 +18,34 @@ const char* isa_name();
 void set_isa(const std::string& name);
 bool isa_supported(const std::string& name);
 
+// What a GEMM does to each element of C once its sum is complete (after alpha and beta), while
+// the tile is still in cache: the MLP's bias + GELU in the forward pass, and GELU's derivative
+// in the backward, each of which was a pass of its own over a [tokens, 4C] matrix.
+struct GemmEpilogue {
+  enum class Kind {
+    kBiasGelu,  // C[i][j] += bias[j] (bias may be null); act[i][j] = gelu(C[i][j])
+    kGeluGrad,  // C[i][j] *= gelu'(pre[i][j])
+  };
+  Kind kind = Kind::kBiasGelu;
+  const float* bias = nullptr;
+  float* act = nullptr;
+  int64_t ld_act = 0;
+  const float* pre = nullptr;
+  int64_t ld_pre = 0;
+};
+
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+          const GemmEpilogue* ep = nullptr);
+// The epilogue alone on C (M x N), as a pass of its own (the bf16 path; tests).
+void gemm_epilogue(const GemmEpilogue& ep, float* C, int64_t ldc, int M, int N);
 
 // Same contract as gemm, with the inputs rounded to bf16 and fp32 accumulation: AMX tiles where
 // the CPU has them (and the kernel grants the tile permission), else the fp32 kernel on the
 // rounded inputs.
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+               const GemmEpilogue* ep = nullptr);
 bool amx_available();
 // Runs iters x 4 AMX bf16 tile products on resident tiles (this thread); returns the flops
 // (0 without AMX).

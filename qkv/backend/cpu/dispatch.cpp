@@ -97,25 +97,30 @@ void set_isa(const std::string& name) {
 }
 
 void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  k().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue* ep) {
+  k().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
+}
+void gemm_epilogue(const GemmEpilogue& ep, float* C, int64_t ldc, int M, int N) {
+  k().gemm_epilogue(ep, C, ldc, M, N);
 }
 bool amx_available() { return amx_enabled(); }
 double amx_probe(int64_t iters) { return amx_enabled() ? amx::peak_probe(iters) : 0.0; }
 void set_amx(bool on) { amx_enabled() = on && cpu_has_amx_bf16() && amx::request_permission(); }
 
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+               const GemmEpilogue* ep) {
   if (M <= 0 || N <= 0) return;
   if (amx_enabled() && K > 0) {
     amx::gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (ep) gemm_epilogue(*ep, C, ldc, M, N);
     return;
   }
   // Without AMX: the same bf16 products (exact in fp32) through the fp32 kernel.
   static thread_local std::vector<float> a, b;
   round_bf16(a, A, lda, ta, M, K);
   round_bf16(b, B, ldb, tb, K, N);
-  gemm(false, false, M, N, K, alpha, a.data(), K, b.data(), N, beta, C, ldc);
+  gemm(false, false, M, N, K, alpha, a.data(), K, b.data(), N, beta, C, ldc, ep);
 }
 
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,

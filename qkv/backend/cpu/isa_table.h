@@ -25,7 +25,8 @@ QuantRows quantize_rows_q8(int M, const float* A, int64_t lda, int K, int kchunk
 
 struct IsaTable {
   void (*gemm)(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
-               float, float*, int64_t);
+               float, float*, int64_t, const GemmEpilogue*);
+  void (*gemm_epilogue)(const GemmEpilogue&, float*, int64_t, int, int);
   void (*encoder_forward)(float*, const int32_t*, const float*, const float*, int, int, int);
   void (*encoder_backward)(float*, float*, const float*, const int32_t*, int, int, int);
   void (*layernorm_forward)(float*, float*, float*, const float*, const float*, const float*,
