@@ -2,13 +2,18 @@
 # Installs the Debian packages qkv needs (as root, or through sudo), only those missing.
 #   scripts/setup.sh          build + demo packages
 #   scripts/setup.sh --test   also the test packages (GoogleTest, PyTorch for the reference)
+#   scripts/setup.sh --bench  also the benchmark peers (the test packages, and oneDNN for
+#                             build/bench/gemm_bf16_vs_onednn)
 set -euo pipefail
 
 pkgs=(g++ cmake make pkg-config libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev fortunes)
-if [[ "${1:-}" == "--test" ]]; then
+if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
   # OpenBLAS: Debian's PyTorch uses whichever BLAS is installed; without it, the reference BLAS (20x slower).
   # chromium: the inspect report is checked in a real (headless) browser.
   pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev chromium)
+fi
+if [[ "${1:-}" == "--bench" ]]; then
+  pkgs+=(libdnnl-dev)
 fi
 
 missing=()
