@@ -41,6 +41,32 @@ void check_bf16_gemm(const std::string& path) {
           ref::gemm<float>(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
           EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << path;
         }
+  // The epilogues (the MLP's bias + GELU, GELU's derivative) on the bf16 product equal the
+  // same passes run after it.
+  for (auto [M, N, K] : shapes) {
+    auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
+    auto bias = test::randn(size_t(N), seed++), pre = test::randn(size_t(M) * N, seed++);
+    std::vector<float> c1(size_t(M) * N), act1(c1.size()), c2(c1.size()), act2(c1.size());
+    cpu::GemmEpilogue ep;
+    ep.bias = bias.data();
+    ep.act = act1.data();
+    ep.ld_act = N;
+    cpu::gemm_bf16(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c1.data(), N, &ep);
+    cpu::gemm_bf16(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c2.data(), N);
+    cpu::bias_forward(c2.data(), bias.data(), M, N);
+    cpu::gelu_forward(act2.data(), c2.data(), int64_t(M) * N);
+    EXPECT_TRUE(test::all_close(c1, c2, 0, 0, path + " bias epilogue"));
+    EXPECT_TRUE(test::all_close(act1, act2, 0, 0, path + " gelu epilogue"));
+    cpu::GemmEpilogue eg;
+    eg.kind = cpu::GemmEpilogue::Kind::kGeluGrad;
+    eg.pre = pre.data();
+    eg.ld_pre = N;
+    std::vector<float> d1(c1.size()), d2(c1.size(), 0.0f), t(c1.size());
+    cpu::gemm_bf16(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, d1.data(), N, &eg);
+    cpu::gemm_bf16(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, t.data(), N);
+    cpu::gelu_backward(d2.data(), pre.data(), t.data(), int64_t(M) * N);
+    EXPECT_TRUE(test::all_close(d1, d2, 0, 0, path + " gelu grad epilogue"));
+  }
 }
 
 TEST(GemmBf16, Amx) {
