@@ -16,6 +16,7 @@
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/cpu/isa_table.h"
+#include "qkv/backend/cpu/transpose16.h"
 #include "qkv/core/dtype.h"
 
 namespace qkv::cpu::amx {
@@ -51,30 +52,8 @@ std::vector<uint16_t, AlignedAlloc<uint16_t>>& buf_b() {
   return b;
 }
 
-// In-register transpose of a 16 x 16 matrix of 32-bit elements (r[i] is row i).
-inline void transpose16(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x88);
-    t[4 + i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xdd);
-    t[8 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x88);
-    t[12 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xdd);
-  }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
-    r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
-  }
-}
+// 16 lanes of 32 bits (bf16 pairs) for transpose16.
+typedef int32_t v16si __attribute__((vector_size(64)));
 
 // Two rows of 16 floats as 16 bf16 pairs: lane j = (lo[j], hi[j]), lo in the low half.
 inline __m512i bf16_pairs(const float* lo, const float* hi) {
@@ -102,13 +81,13 @@ void pack_a_tiles(uint16_t* PA, const float* A, int64_t lda, bool trans_a, int M
       if (trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
         // Full tile of a transposed A (stored K x M, as X^T in dW = X^T dY): rows k, k+1 give
         // 16 (k, k+1) pairs across m; a 16 x 16 transpose of the pairs makes the tile rows.
-        __m512i p[16];
+        v16si p[16];
         for (int q = 0; q < 16; ++q) {
           const float* r0 = A + int64_t(kc * kPairK + 2 * q) * lda + mp * kTile;
-          p[q] = bf16_pairs(r0, r0 + lda);
+          p[q] = (v16si)bf16_pairs(r0, r0 + lda);
         }
         transpose16(p);
-        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, p[r]);
+        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
         continue;
       }
       for (int r = 0; r < kTile; ++r) {
@@ -231,13 +210,13 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
       if (trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
         // Full tile of a transposed B (stored N x K, as W in dX = dY W^T): each column's 32 k
         // are 16 bf16 pairs; a 16 x 16 transpose puts pair r of every column in VNNI row r.
-        __m512i p[16];
+        v16si p[16];
         for (int c = 0; c < kTile; ++c) {
           const float* src = B + int64_t(np * kTile + c) * ldb + kc * kPairK;
-          p[c] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+          p[c] = (v16si)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
         }
         transpose16(p);
-        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, p[r]);
+        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
         continue;
       }
       for (int r = 0; r < kTile; ++r) {
