@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
+#include "qkv/core/aligned.h"
 #include "qkv/core/dtype.h"
 #include "qkv/core/parallel.h"
 #include "qkv/core/rng.h"
@@ -79,7 +80,10 @@ int main(int argc, char** argv) {
     const double flops = 2.0 * M * N * K;
     const int reps = flops > 2e10 ? 5 : 11;
     qkv::Rng rng(1, 0);
-    std::vector<float> A(size_t(M) * K), B(size_t(K) * N), C(size_t(M) * N);
+    // 64-byte aligned, as qkv's own buffers and as oneDNN allocates its memory objects: a
+    // malloc'd C (16 bytes off a line) splits every tile row store across two lines.
+    std::vector<float, qkv::AlignedAlloc<float>> A(size_t(M) * K), B(size_t(K) * N),
+        C(size_t(M) * N);
     for (auto& x : A) x = rng.uniform() - 0.5f;
     for (auto& x : B) x = rng.uniform() - 0.5f;
     // oneDNN's operands: the same values in bf16.

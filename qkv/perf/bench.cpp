@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qkv/backend/cpu/cpu.h"
+#include "qkv/core/aligned.h"
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
 #include "qkv/core/rng.h"
@@ -181,7 +182,7 @@ KernelBench bench_gemm(int M, int N, int K, bool ta, bool tb, int reps, const st
             "[bench] unknown dtype '{}' (fp32, bf16 or int8)", dtype);
   auto* fn = dtype == "bf16" ? &cpu::gemm_bf16 : &cpu::gemm;
   auto A = random_vec(size_t(M) * K, 1), B = random_vec(size_t(K) * N, 2);
-  std::vector<float> C(size_t(M) * N);
+  std::vector<float, AlignedAlloc<float>> C(size_t(M) * N);  // as qkv's own buffers
   cpu::PackedMatrix packed;
   if (dtype == "int8") {
     QKV_CHECK(!ta, "[bench] the int8 GEMM takes an untransposed A");

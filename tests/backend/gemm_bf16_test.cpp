@@ -14,33 +14,40 @@ namespace qkv {
 namespace {
 
 void check_bf16_gemm(const std::string& path) {
+  // 130 x 70 x 333 crosses a K block (256); 300 x 96 x 2100 splits its rows into groups; alpha
+  // 1 with beta 0 or 1 stores full blocks straight from the tiles (beta 1 starts from C).
   const std::vector<std::tuple<int, int, int>> shapes = {
       {1, 1, 1},     {3, 5, 7},      {17, 33, 31},  {32, 32, 32},
       {37, 101, 96}, {130, 70, 333}, {64, 288, 160}};
-  uint64_t seed = 100;
+  std::vector<std::tuple<int, int, int, float, float>> cases;
   for (auto [M, N, K] : shapes)
+    for (float beta : {0.0f, 0.5f}) cases.emplace_back(M, N, K, 1.5f, beta);
+  for (auto [M, N, K] : {std::tuple{64, 288, 160}, {130, 70, 333}, {300, 96, 2100}})
+    for (float beta : {0.0f, 1.0f}) cases.emplace_back(M, N, K, 1.0f, beta);
+  uint64_t seed = 100;
+  for (auto [M, N, K, alpha, beta] : cases)
     for (int ta = 0; ta < 2; ++ta)
-      for (int tb = 0; tb < 2; ++tb)
-        for (float beta : {0.0f, 0.5f}) {
-          auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
-          auto C0 = test::randn(size_t(M) * N, seed++);
-          std::vector<double> Ar(A.size()), Br(B.size()), Cr(C0.begin(), C0.end());
-          for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
-          for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
-          const int64_t lda = ta ? M : K, ldb = tb ? K : N;
-          ref::gemm<double>(ta, tb, M, N, K, 1.5, Ar.data(), lda, Br.data(), ldb, beta, Cr.data(),
-                            N);
-          auto C = C0;
-          cpu::gemm_bf16(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, C.data(), N);
-          EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
-                                      path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                                          " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
-                                          " tb=" + std::to_string(tb)));
-          // Against the unrounded inputs: within bf16's rounding (2^-8 relative per operand).
-          std::vector<float> Cf = C0;
-          ref::gemm<float>(ta, tb, M, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
-          EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << path;
-        }
+      for (int tb = 0; tb < 2; ++tb) {
+        auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
+        auto C0 = test::randn(size_t(M) * N, seed++);
+        std::vector<double> Ar(A.size()), Br(B.size()), Cr(C0.begin(), C0.end());
+        for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
+        for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
+        const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+        ref::gemm<double>(ta, tb, M, N, K, alpha, Ar.data(), lda, Br.data(), ldb, beta, Cr.data(),
+                          N);
+        auto C = C0;
+        cpu::gemm_bf16(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), N);
+        EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
+                                    path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                        " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
+                                        " tb=" + std::to_string(tb) +
+                                        " beta=" + std::to_string(beta)));
+        // Against the unrounded inputs: within bf16's rounding (2^-8 relative per operand).
+        std::vector<float> Cf = C0;
+        ref::gemm<float>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
+        EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << path;
+      }
   // The epilogues (the MLP's bias + GELU, GELU's derivative) on the bf16 product equal the
   // same passes run after it.
   for (auto [M, N, K] : shapes) {
