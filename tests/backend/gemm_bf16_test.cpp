@@ -14,8 +14,8 @@ namespace qkv {
 namespace {
 
 void check_bf16_gemm(const std::string& path) {
-  // 130 x 70 x 333 crosses a K block (256); 300 x 96 x 2100 splits its rows into groups; alpha
-  // 1 with beta 0 or 1 stores full blocks straight from the tiles (beta 1 starts from C).
+  // 300 x 96 x 2100 (66 chunks of 32) is cut into two K blocks that C accumulates; alpha 1
+  // with beta 0 or 1 stores full blocks straight from the tiles (beta 1 starts from C).
   const std::vector<std::tuple<int, int, int>> shapes = {
       {1, 1, 1},     {3, 5, 7},      {17, 33, 31},  {32, 32, 32},
       {37, 101, 96}, {130, 70, 333}, {64, 288, 160}};
@@ -24,6 +24,7 @@ void check_bf16_gemm(const std::string& path) {
     for (float beta : {0.0f, 0.5f}) cases.emplace_back(M, N, K, 1.5f, beta);
   for (auto [M, N, K] : {std::tuple{64, 288, 160}, {130, 70, 333}, {300, 96, 2100}})
     for (float beta : {0.0f, 1.0f}) cases.emplace_back(M, N, K, 1.0f, beta);
+  cases.emplace_back(300, 96, 2100, 1.5f, 0.5f);  // K blocks through store_block
   uint64_t seed = 100;
   for (auto [M, N, K, alpha, beta] : cases)
     for (int ta = 0; ta < 2; ++ta)

@@ -62,45 +62,63 @@ inline __m512i bf16_pairs(const float* lo, const float* hi) {
   return _mm512_or_si512(a, _mm512_slli_epi32(b, 16));
 }
 
+// Runs tile(p, kc) for every 16-row/column panel p < panels and k chunk kc < kchunks, each
+// thread taking a contiguous range of panels. by_k walks the chunks outside the panels: for a
+// source read across panels (the rows k of a row-major B, or of an A stored transposed) each
+// pass then moves along 32 rows instead of reading 64 bytes from each row of 32 k - which on
+// 4 KiB pages costs a TLB miss per read when a row is wider than a page (the LM head's 50257).
+template <class F>
+void for_tiles(int panels, int kchunks, bool by_k, F tile) {
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int p0 = panels * t / nt, p1 = panels * (t + 1) / nt;
+    if (by_k) {
+      for (int kc = 0; kc < kchunks; ++kc)
+        for (int p = p0; p < p1; ++p) tile(p, kc);
+    } else {
+      for (int p = p0; p < p1; ++p)
+        for (int kc = 0; kc < kchunks; ++kc) tile(p, kc);
+    }
+  }
+}
+
 // A tiles: [m-panel of 16][k-chunk] -> 16 rows x 32 bf16, zero padded to Mp rows.
 void pack_a_tiles(uint16_t* PA, const float* A, int64_t lda, bool trans_a, int M, int K, int Mp,
                   int kchunks) {
-#pragma omp parallel for schedule(static)
-  for (int mp = 0; mp < Mp / kTile; ++mp) {
-    for (int kc = 0; kc < kchunks; ++kc) {
-      uint16_t* dst = PA + (size_t(mp) * kchunks + kc) * kTile * kPairK;
-      if (!trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
-        // Full tile of a row-major A: 32 consecutive k per row, converted 32 at a time.
-        for (int r = 0; r < kTile; ++r) {
-          const float* src = A + int64_t(mp * kTile + r) * lda + kc * kPairK;
-          __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
-          _mm512_storeu_si512(dst + r * kPairK, (__m512i)v);
-        }
-        continue;
-      }
-      if (trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
-        // Full tile of a transposed A (stored K x M, as X^T in dW = X^T dY): rows k, k+1 give
-        // 16 (k, k+1) pairs across m; a 16 x 16 transpose of the pairs makes the tile rows.
-        v16si p[16];
-        for (int q = 0; q < 16; ++q) {
-          const float* r0 = A + int64_t(kc * kPairK + 2 * q) * lda + mp * kTile;
-          p[q] = (v16si)bf16_pairs(r0, r0 + lda);
-        }
-        transpose16(p);
-        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
-        continue;
-      }
+  for_tiles(Mp / kTile, kchunks, trans_a, [&](int mp, int kc) {
+    uint16_t* dst = PA + (size_t(mp) * kchunks + kc) * kTile * kPairK;
+    if (!trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
+      // Full tile of a row-major A: 32 consecutive k per row, converted 32 at a time.
       for (int r = 0; r < kTile; ++r) {
-        const int i = mp * kTile + r;
-        for (int c = 0; c < kPairK; ++c) {
-          const int k = kc * kPairK + c;
-          float v = (i < M && k < K) ? (trans_a ? A[int64_t(k) * lda + i] : A[int64_t(i) * lda + k])
-                                     : 0.0f;
-          dst[r * kPairK + c] = f32_to_bf16(v);
-        }
+        const float* src = A + int64_t(mp * kTile + r) * lda + kc * kPairK;
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+        _mm512_storeu_si512(dst + r * kPairK, (__m512i)v);
+      }
+      return;
+    }
+    if (trans_a && (mp + 1) * kTile <= M && (kc + 1) * kPairK <= K) {
+      // Full tile of a transposed A (stored K x M, as X^T in dW = X^T dY): rows k, k+1 give
+      // 16 (k, k+1) pairs across m; a 16 x 16 transpose of the pairs makes the tile rows.
+      v16si p[16];
+      for (int q = 0; q < 16; ++q) {
+        const float* r0 = A + int64_t(kc * kPairK + 2 * q) * lda + mp * kTile;
+        p[q] = (v16si)bf16_pairs(r0, r0 + lda);
+      }
+      transpose16(p);
+      for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
+      return;
+    }
+    for (int r = 0; r < kTile; ++r) {
+      const int i = mp * kTile + r;
+      for (int c = 0; c < kPairK; ++c) {
+        const int k = kc * kPairK + c;
+        float v =
+            (i < M && k < K) ? (trans_a ? A[int64_t(k) * lda + i] : A[int64_t(i) * lda + k]) : 0.0f;
+        dst[r * kPairK + c] = f32_to_bf16(v);
       }
     }
-  }
+  });
 }
 
 // Stores a 32x32 fp32 block (tmp) into C: alpha * tmp + beta * C, clipped to rows x cols.
@@ -117,7 +135,7 @@ void store_block(const float* tmp, float* C, int64_t ldc, int rows, int cols, fl
   }
 }
 
-// Four 16x16 accumulators for a 32x32 block of C over all k chunks; a0/a1 are the two A
+// Four 16x16 accumulators for a 32x32 block of C over kchunks k chunks; a0/a1 are the two A
 // panels, b0/b1 the two B panels (each kchunks tiles of 1 KiB). Result into tmp (32x32).
 // The accumulators start from out (load_c: C += A B, as for gradients) or zero, and are stored
 // to out (row stride ld floats): C itself for full blocks with alpha 1 and beta 0 or 1, so no
@@ -190,57 +208,59 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
   uint16_t* PB = pb.data();
   pack_a_tiles(PA, A, lda, trans_a, M, K, Mp, kchunks);
   // B tiles (VNNI): [n-panel of 16][k-chunk] -> 16 k-pairs x (16 columns x 2).
-#pragma omp parallel for schedule(static)
-  for (int np = 0; np < Np / kTile; ++np) {
-    for (int kc = 0; kc < kchunks; ++kc) {
-      uint16_t* dst = PB + (size_t(np) * kchunks + kc) * kTile * kPairK;
-      if (!trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
-        // Full tile of a row-major B: rows k and k+1 (16 columns each) interleave into one
-        // VNNI row: (B[k][j], B[k+1][j]) for each column j.
-        for (int r = 0; r < kTile; ++r) {
-          const float* r0 = B + int64_t(kc * kPairK + 2 * r) * ldb + np * kTile;
-          const __m512i lo =
-              _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
-          const __m512i hi =
-              _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
-          _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-        }
-        continue;
-      }
-      if (trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
-        // Full tile of a transposed B (stored N x K, as W in dX = dY W^T): each column's 32 k
-        // are 16 bf16 pairs; a 16 x 16 transpose puts pair r of every column in VNNI row r.
-        v16si p[16];
-        for (int c = 0; c < kTile; ++c) {
-          const float* src = B + int64_t(np * kTile + c) * ldb + kc * kPairK;
-          p[c] = (v16si)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
-        }
-        transpose16(p);
-        for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
-        continue;
-      }
+  for_tiles(Np / kTile, kchunks, !trans_b, [&](int np, int kc) {
+    uint16_t* dst = PB + (size_t(np) * kchunks + kc) * kTile * kPairK;
+    if (!trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
+      // Full tile of a row-major B: rows k and k+1 (16 columns each) interleave into one
+      // VNNI row: (B[k][j], B[k+1][j]) for each column j.
       for (int r = 0; r < kTile; ++r) {
-        for (int c = 0; c < kTile; ++c) {
-          const int j = np * kTile + c;
-          for (int e = 0; e < 2; ++e) {
-            const int k = kc * kPairK + 2 * r + e;
-            float v = (j < N && k < K)
-                          ? (trans_b ? B[int64_t(j) * ldb + k] : B[int64_t(k) * ldb + j])
-                          : 0.0f;
-            dst[r * kPairK + 2 * c + e] = f32_to_bf16(v);
-          }
+        const float* r0 = B + int64_t(kc * kPairK + 2 * r) * ldb + np * kTile;
+        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
+        const __m512i hi =
+            _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
+        _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+      return;
+    }
+    if (trans_b && (np + 1) * kTile <= N && (kc + 1) * kPairK <= K) {
+      // Full tile of a transposed B (stored N x K, as W in dX = dY W^T): each column's 32 k
+      // are 16 bf16 pairs; a 16 x 16 transpose puts pair r of every column in VNNI row r.
+      v16si p[16];
+      for (int c = 0; c < kTile; ++c) {
+        const float* src = B + int64_t(np * kTile + c) * ldb + kc * kPairK;
+        p[c] = (v16si)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+      }
+      transpose16(p);
+      for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
+      return;
+    }
+    for (int r = 0; r < kTile; ++r) {
+      for (int c = 0; c < kTile; ++c) {
+        const int j = np * kTile + c;
+        for (int e = 0; e < 2; ++e) {
+          const int k = kc * kPairK + 2 * r + e;
+          float v = (j < N && k < K) ? (trans_b ? B[int64_t(j) * ldb + k] : B[int64_t(k) * ldb + j])
+                                     : 0.0f;
+          dst[r * kPairK + 2 * c + e] = f32_to_bf16(v);
         }
       }
     }
-  }
+  });
   const int mblocks = Mp / 32, nblocks = Np / 32;
   // Tile loads run at L1/L2 speed or not at all: measured on one core, the 32x32 block product
   // gives ~2.8 TFLOP/s from L1, ~1.6-2 from L2 and ~0.4 from L3. So each thread keeps a group
   // of B panels that fits its L2 (jn blocks of 32 columns, <= ~768 KiB) and runs its own row
   // blocks against it, the 32-row A block staying in L1/L2 across the group's columns. Rows are
-  // split across threads (columns when there are too few row blocks).
-  const size_t panel_bytes = size_t(kchunks) * kTile * kPairK * 2 * 2;  // one 32-column block
-  const int jn = std::max(1, int((size_t(768) << 10) / panel_bytes));
+  // split across threads (columns when there are too few row blocks). A K longer than 64
+  // chunks (2048) is cut into near-equal blocks of <= 48 chunks, C accumulating across them:
+  // with the LM head's K = 50257 a block's operands (3 MiB each) came from memory, ~9% of the
+  // peak. Full blocks of a direct product keep the sum in fp32 tiles stored and reloaded, so
+  // the bits do not depend on the blocking; the others go through store_block per K block.
+  const int nkb = kchunks > 64 ? (kchunks + 47) / 48 : 1;
+  const int kb_len = (kchunks + nkb - 1) / nkb;
+  const size_t panel = size_t(kchunks) * kTile * kPairK;  // one 16-row/column panel, all of K
+  const size_t block_bytes = size_t(kb_len) * kTile * kPairK * 2 * 2;  // 32 columns x K block
+  const int jn = std::max(1, int((size_t(768) << 10) / block_bytes));
   const bool direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
 #pragma omp parallel
   {
@@ -252,20 +272,23 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
               m1 = split_rows ? mblocks * (t + 1) / nt : mblocks;
     const int n0 = split_rows ? 0 : nblocks * t / nt,
               n1 = split_rows ? nblocks : nblocks * (t + 1) / nt;
-    for (int jb = n0; jb < n1; jb += jn) {
-      for (int mb = m0; mb < m1; ++mb) {
-        for (int nb = jb; nb < std::min(n1, jb + jn); ++nb) {
-          const uint16_t* a0 = PA + size_t(2 * mb) * kchunks * kTile * kPairK;
-          const uint16_t* b0 = PB + size_t(2 * nb) * kchunks * kTile * kPairK;
-          const uint16_t* a1 = a0 + size_t(kchunks) * kTile * kPairK;
-          const uint16_t* b1 = b0 + size_t(kchunks) * kTile * kPairK;
-          const int i0 = mb * 32, j0 = nb * 32;
-          float* c = C + int64_t(i0) * ldc + j0;
-          if (direct && i0 + 32 <= M && j0 + 32 <= N) {
-            block_product(a0, a1, b0, b1, kchunks, c, ldc, beta == 1.0f);
-          } else {
-            block_product(a0, a1, b0, b1, kchunks, tmp, 32, false);
-            store_block(tmp, c, ldc, std::min(32, M - i0), std::min(32, N - j0), alpha, beta);
+    for (int k0 = 0; k0 < kchunks; k0 += kb_len) {
+      const int kn = std::min(kb_len, kchunks - k0);
+      const size_t ko = size_t(k0) * kTile * kPairK;
+      for (int jb = n0; jb < n1; jb += jn) {
+        for (int mb = m0; mb < m1; ++mb) {
+          for (int nb = jb; nb < std::min(n1, jb + jn); ++nb) {
+            const uint16_t* a0 = PA + size_t(2 * mb) * panel + ko;
+            const uint16_t* b0 = PB + size_t(2 * nb) * panel + ko;
+            const int i0 = mb * 32, j0 = nb * 32;
+            float* c = C + int64_t(i0) * ldc + j0;
+            if (direct && i0 + 32 <= M && j0 + 32 <= N) {
+              block_product(a0, a0 + panel, b0, b0 + panel, kn, c, ldc, k0 > 0 || beta == 1.0f);
+            } else {
+              block_product(a0, a0 + panel, b0, b0 + panel, kn, tmp, 32, false);
+              store_block(tmp, c, ldc, std::min(32, M - i0), std::min(32, N - j0), alpha,
+                          k0 > 0 ? 1.0f : beta);
+            }
           }
         }
       }
