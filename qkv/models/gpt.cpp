@@ -227,14 +227,21 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
   const bool post = !c.final_norm();
   const int QW = c.qkv_width(), H = c.mlp_hidden(), F = c.fc_width();
   const float* x = A + act_encoded_;
+  // Residual adds run fused with the norm that reads their sum (one pass over the stream, not
+  // two): the sum's own norm (post-norm; pre-norm's ln_2) and, without hooks that might edit
+  // a block's output in between, the next block's ln_1.
+  bool ln1_ready = false;
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     float* L = A + act_layer_ + act_layer_stride_ * l;
     // Pre-norm: attention reads ln_1(x); post-norm: x itself, and ln_1 follows the residual.
+    // (Layers after the first find ln_1 already computed when the previous layer's residual
+    // add ran fused with it.)
     const float* attn_in = x;
     if (!post) {
-      norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N, C,
-                   c.ln_eps);
+      if (!ln1_ready)
+        norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, x, P + w.ln1_w, opt(w.ln1_b), N,
+                     C, c.ln_eps);
       attn_in = L + la.ln1;
     }
     nn::linear_forward(L + la.qkv, attn_in, P + w.attn_w, opt(w.attn_b), N, C, QW, prec_);
@@ -247,13 +254,18 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
     nn::linear_forward(L + la.res2, L + la.atty, P + w.attnproj_w, opt(w.attnproj_b), N, C, C,
                        prec_);
     hook(HookPoint::AttnOut, l, L + la.res2, C);
-    cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
     const float* mid = L + la.res2;  // the stream between attention and MLP
     if (post) {
-      norm_forward(L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd, L + la.res2, P + w.ln1_w,
-                   opt(w.ln1_b), N, C, c.ln_eps);
+      residual_norm_forward(L + la.res2, x, L + la.ln1, L + la.ln1_mean, L + la.ln1_rstd,
+                            P + w.ln1_w, opt(w.ln1_b), N, C, c.ln_eps);
       mid = L + la.ln1;
+    } else if (c.mlp) {
+      residual_norm_forward(L + la.res2, x, L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd,
+                            P + w.ln2_w, opt(w.ln2_b), N, C, c.ln_eps);
+    } else {
+      cpu::residual_forward(L + la.res2, L + la.res2, x, N * C);
     }
+    ln1_ready = false;
     float* out = layer_output(l);
     if (!c.mlp) {  // attention-only: pre-norm keeps the block's output in res3's slot
       if (!post) std::memcpy(out, mid, sizeof(float) * size_t(N) * C);
@@ -261,13 +273,8 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
       x = out;
       continue;
     }
-    const float* mlp_in = mid;
-    if (!post) {
-      norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, mid, P + w.ln2_w, opt(w.ln2_b), N,
-                   C, c.ln_eps);
-      mlp_in = L + la.ln2;
-    }
-    if (c.act == GPTConfig::Act::GeluTanh) {  // bias and GELU in the GEMM's epilogue
+    const float* mlp_in = post ? mid : L + la.ln2;  // pre-norm: ln_2 ran with the residual
+    if (c.act == GPTConfig::Act::GeluTanh) {        // bias and GELU in the GEMM's epilogue
       nn::linear_gelu_forward(L + la.fch, L + la.fch_gelu, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F,
                               prec_);
     } else {
@@ -277,10 +284,18 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
     nn::linear_forward(L + la.res3, L + la.fch_gelu, P + w.fcproj_w, opt(w.fcproj_b), N, H, C,
                        prec_);
     hook(HookPoint::MlpOut, l, L + la.res3, C);
-    cpu::residual_forward(L + la.res3, L + la.res3, mid, N * C);
-    if (post)
-      norm_forward(L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd, L + la.res3, P + w.ln2_w,
-                   opt(w.ln2_b), N, C, c.ln_eps);
+    if (post) {
+      residual_norm_forward(L + la.res3, mid, L + la.ln2, L + la.ln2_mean, L + la.ln2_rstd,
+                            P + w.ln2_w, opt(w.ln2_b), N, C, c.ln_eps);
+    } else if (!hooks_ && l + 1 < c.n_layer) {
+      const LayerOffsets& wn = layer_[l + 1];
+      float* Ln = A + act_layer_ + act_layer_stride_ * (l + 1);
+      residual_norm_forward(L + la.res3, mid, Ln + la.ln1, Ln + la.ln1_mean, Ln + la.ln1_rstd,
+                            P + wn.ln1_w, opt(wn.ln1_b), N, C, c.ln_eps);
+      ln1_ready = true;
+    } else {
+      cpu::residual_forward(L + la.res3, L + la.res3, mid, N * C);
+    }
     hook(HookPoint::ResidPost, l, out, C);
     x = out;
   }
@@ -578,6 +593,14 @@ void GPT::norm_forward(float* out, float* mean, float* rstd, const float* in, co
     cpu::rmsnorm_forward(out, rstd, in, w, N, C, eps);
   else
     cpu::layernorm_forward(out, mean, rstd, in, w, b, N, C, eps);
+}
+
+void GPT::residual_norm_forward(float* res, const float* add, float* out, float* mean, float* rstd,
+                                const float* w, const float* b, int64_t N, int C, float eps) const {
+  if (config_.norm == GPTConfig::Norm::RMSNorm)
+    cpu::residual_rmsnorm_forward(res, add, out, rstd, w, N, C, eps);
+  else
+    cpu::residual_layernorm_forward(res, add, out, mean, rstd, w, b, N, C, eps);
 }
 
 void GPT::norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* in,

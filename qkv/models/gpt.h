@@ -159,6 +159,9 @@ class GPT {
   // bias; its parameters have no bias).
   void norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
                     const float* b, int64_t N, int C, float eps) const;
+  // res += add, then out = norm(res): one pass (cpu::residual_layernorm_forward / rmsnorm).
+  void residual_norm_forward(float* res, const float* add, float* out, float* mean, float* rstd,
+                             const float* w, const float* b, int64_t N, int C, float eps) const;
   void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* in,
                      const float* w, const float* mean, const float* rstd, int64_t N, int C) const;
   // The MLP activation over rows: in (rows, fc_width) -> out (rows, mlp_hidden).

@@ -160,6 +160,55 @@ TEST_P(CpuVsRef, LayerNorm) {
   }
 }
 
+// The residual add fused with the norm after it: against the reference add then norm, and
+// bit for bit against the kernels' own two passes (the fused one must not change a bit).
+TEST_P(CpuVsRef, ResidualNorm) {
+  for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 96}, {5, 768}}) {
+    auto x = randn(size_t(N) * C, 61, 2.0), add = randn(x.size(), 62), w = randn(size_t(C), 63),
+         bb = randn(size_t(C), 64);
+    for (bool rms : {false, true}) {
+      for (bool with_bias : {true, false}) {
+        if (rms && with_bias) continue;  // RMSNorm has no bias
+        const float* bias = with_bias ? bb.data() : nullptr;
+        const std::string what = std::string(rms ? "rmsnorm" : "layernorm") +
+                                 (with_bias ? "+bias" : "") + " N=" + std::to_string(N) +
+                                 " C=" + std::to_string(C);
+        // Reference: sum, then norm.
+        std::vector<float> sum1(x.size()), o1(x.size()), m1(N), r1(N);
+        ref::residual_forward(sum1.data(), x.data(), add.data(), int64_t(x.size()));
+        if (rms)
+          ref::rmsnorm_forward(o1.data(), r1.data(), sum1.data(), w.data(), N, C, 1e-5f);
+        else
+          ref::layernorm_forward(o1.data(), m1.data(), r1.data(), sum1.data(), w.data(), bias, N, C,
+                                 1e-5f);
+        // The kernels' two passes.
+        std::vector<float> sum2 = x, o2(x.size()), m2(N), r2(N);
+        cpu::residual_forward(sum2.data(), sum2.data(), add.data(), int64_t(x.size()));
+        if (rms)
+          cpu::rmsnorm_forward(o2.data(), r2.data(), sum2.data(), w.data(), N, C, 1e-5f);
+        else
+          cpu::layernorm_forward(o2.data(), m2.data(), r2.data(), sum2.data(), w.data(), bias, N, C,
+                                 1e-5f);
+        // Fused.
+        std::vector<float> sum3 = x, o3(x.size()), m3(N), r3(N);
+        if (rms)
+          cpu::residual_rmsnorm_forward(sum3.data(), add.data(), o3.data(), r3.data(), w.data(), N,
+                                        C, 1e-5f);
+        else
+          cpu::residual_layernorm_forward(sum3.data(), add.data(), o3.data(), m3.data(), r3.data(),
+                                          w.data(), bias, N, C, 1e-5f);
+        EXPECT_TRUE(all_close(sum3, sum1, 0, 0, what + " sum vs ref"));
+        EXPECT_TRUE(all_close(o3, o1, 1e-4, 1e-5, what + " out vs ref"));
+        EXPECT_TRUE(all_close(r3, r1, 1e-4, 1e-5, what + " rstd vs ref"));
+        EXPECT_TRUE(all_close(sum3, sum2, 0, 0, what + " sum vs two passes"));
+        EXPECT_TRUE(all_close(o3, o2, 0, 0, what + " out vs two passes"));
+        EXPECT_TRUE(all_close(r3, r2, 0, 0, what + " rstd vs two passes"));
+        if (!rms) EXPECT_TRUE(all_close(m3, m2, 0, 0, what + " mean vs two passes"));
+      }
+    }
+  }
+}
+
 TEST_P(CpuVsRef, RmsNormAndRelu) {
   for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 768}}) {
     auto x = randn(size_t(N) * C, 51, 2.0), w = randn(size_t(C), 52), dy = randn(size_t(N) * C, 53);

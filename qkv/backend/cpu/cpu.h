@@ -113,6 +113,13 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int OC);
 void gelu_forward(float* out, const float* inp, int64_t n);
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 void residual_forward(float* out, const float* a, const float* b, int64_t n);
+// The residual add fused with the norm that reads the stream: res += add, then out = norm(res)
+// (mean/rstd saved as by the norm), in one pass over the rows. Same bits as the two calls.
+void residual_layernorm_forward(float* res, const float* add, float* out, float* mean, float* rstd,
+                                const float* weight, const float* bias, int64_t N, int C,
+                                float eps);
+void residual_rmsnorm_forward(float* res, const float* add, float* out, float* rstd,
+                              const float* weight, int64_t N, int C, float eps);
 // RMSNorm (no centring, no bias) and ReLU; backward accumulates (+=) like the others.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
                      int C, float eps);

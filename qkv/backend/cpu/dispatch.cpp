@@ -153,6 +153,15 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 void residual_forward(float* out, const float* a, const float* b, int64_t n) {
   k().residual_forward(out, a, b, n);
 }
+void residual_layernorm_forward(float* res, const float* add, float* out, float* mean, float* rstd,
+                                const float* weight, const float* bias, int64_t N, int C,
+                                float eps) {
+  k().residual_layernorm_forward(res, add, out, mean, rstd, weight, bias, N, C, eps);
+}
+void residual_rmsnorm_forward(float* res, const float* add, float* out, float* rstd,
+                              const float* weight, int64_t N, int C, float eps) {
+  k().residual_rmsnorm_forward(res, add, out, rstd, weight, N, C, eps);
+}
 // Argument invariants every attention kernel relies on (a caller bug, not user input).
 static void check_attn(const AttnArgs<float>& a) {
   QKV_ASSERT(a.kv_group >= 1 && a.NH % a.kv_group == 0);

@@ -31,6 +31,8 @@ struct IsaTable {
   void (*encoder_backward)(float*, float*, const float*, const int32_t*, int, int, int);
   void (*layernorm_forward)(float*, float*, float*, const float*, const float*, const float*,
                             int64_t, int, float);
+  void (*residual_layernorm_forward)(float*, const float*, float*, float*, float*, const float*,
+                                     const float*, int64_t, int, float);
   void (*layernorm_backward)(float*, float*, float*, const float*, const float*, const float*,
                              const float*, const float*, int64_t, int);
   void (*bias_forward)(float*, const float*, int64_t, int);
@@ -43,6 +45,8 @@ struct IsaTable {
   void (*release_attention_scratch)();
   void (*attention_probs)(const AttnArgs<float>&, int, int, float*);
   void (*rmsnorm_forward)(float*, float*, const float*, const float*, int64_t, int, float);
+  void (*residual_rmsnorm_forward)(float*, const float*, float*, float*, const float*, int64_t, int,
+                                   float);
   void (*rmsnorm_backward)(float*, float*, const float*, const float*, const float*, const float*,
                            int64_t, int);
   void (*relu_forward)(float*, const float*, int64_t);
