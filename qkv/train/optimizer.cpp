@@ -25,14 +25,14 @@ void AdamW::step(float lr, float grad_scale) {
   const float bc1 = 1.0f - std::pow(cfg_.beta1, float(t_));
   const float bc2 = 1.0f - std::pow(cfg_.beta2, float(t_));
   if (model_) {
-    float* p = model_->param_data();
-    const float* g = model_->grad_data();
-    for (const auto& prm : model_->params()) {
-      const size_t o = prm.offset;
-      cpu::adamw_update(p + o, g + o, m_.data() + o, v_.data() + o, int64_t(prm.numel), lr,
-                        cfg_.beta1, cfg_.beta2, cfg_.eps, prm.decay ? cfg_.weight_decay : 0.0f, bc1,
-                        bc2, grad_scale);
-    }
+    // All tensors in one call (one parallel region): they share the flat buffers.
+    segments_.clear();
+    for (const auto& prm : model_->params())
+      segments_.push_back(
+          {int64_t(prm.offset), int64_t(prm.numel), prm.decay ? cfg_.weight_decay : 0.0f});
+    cpu::adamw_update_segments(model_->param_data(), model_->grad_data(), m_.data(), v_.data(),
+                               segments_.data(), int(segments_.size()), lr, cfg_.beta1, cfg_.beta2,
+                               cfg_.eps, bc1, bc2, grad_scale);
     return;
   }
   for (const Slot& s : slots_)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/aligned.h"
 #include "qkv/models/gpt.h"
 
@@ -49,6 +50,7 @@ class AdamW {
   GPT* model_ = nullptr;  // whole-model mode: pointers taken at each step (the model may move)
   AdamWConfig cfg_;
   AlignedVector<float> m_, v_;
+  std::vector<cpu::AdamWSegment> segments_;  // the model's tensors (kept: no allocation per step)
   int64_t t_ = 0;
 };
 

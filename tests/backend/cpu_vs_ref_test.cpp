@@ -487,6 +487,44 @@ TEST_P(CpuVsRef, AdamWAndNorm) {
   }
 }
 
+// Many tensors in one region: the same bits as one adamw_update per tensor, whatever the
+// segment sizes (shares cut across segments), and gaps between segments untouched.
+TEST_P(CpuVsRef, AdamWSegments) {
+  const std::vector<std::pair<int64_t, int64_t>> spans = {{0, 1},     {1, 7},       {16, 1000},
+                                                          {1100, 33}, {1133, 4000}, {5200, 17}};
+  const size_t n = 5300;
+  auto p1 = randn(n, 71), g = randn(n, 72), m1 = randn(n, 73, 0.1), v1 = randn(n, 74, 0.1);
+  for (auto& x : v1) x = x * x;
+  auto p2 = p1, m2 = m1, v2 = v1;
+  std::vector<cpu::AdamWSegment> segs;
+  for (size_t s = 0; s < spans.size(); ++s) {
+    const float wd = s % 2 ? 0.0f : 0.1f;
+    segs.push_back({spans[s].first, spans[s].second, wd});
+    const int64_t o = spans[s].first;
+    cpu::adamw_update(p1.data() + o, g.data() + o, m1.data() + o, v1.data() + o, spans[s].second,
+                      1e-3f, 0.9f, 0.95f, 1e-8f, wd, 0.19f, 0.0975f, 0.5f);
+  }
+  cpu::adamw_update_segments(p2.data(), g.data(), m2.data(), v2.data(), segs.data(),
+                             int(segs.size()), 1e-3f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, 0.5f);
+  EXPECT_TRUE(all_close(p2, p1, 0, 0, "segments p"));
+  EXPECT_TRUE(all_close(m2, m1, 0, 0, "segments m"));
+  EXPECT_TRUE(all_close(v2, v1, 0, 0, "segments v"));
+  // And against the reference for one of them (the gaps, e.g. [8, 16), stay as they were).
+  auto pr = randn(n, 71), mr = randn(n, 73, 0.1), vr = randn(n, 74, 0.1);
+  for (auto& x : vr) x = x * x;
+  std::vector<float> gs(g.begin() + 1133, g.begin() + 1133 + 4000);
+  for (auto& x : gs) x *= 0.5f;
+  ref::adamw_update(pr.data() + 1133, gs.data(), mr.data() + 1133, vr.data() + 1133, 4000, 1e-3f,
+                    0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f);
+  auto part = [](const std::vector<float>& x, size_t a, size_t b) {
+    return std::vector<float>(x.begin() + a, x.begin() + b);
+  };
+  EXPECT_TRUE(all_close(part(p2, 1133, 5133), part(pr, 1133, 5133), 1e-6, 1e-7, "p vs ref"));
+  EXPECT_TRUE(all_close(part(m2, 1133, 5133), part(mr, 1133, 5133), 1e-6, 1e-7, "m vs ref"));
+  EXPECT_TRUE(all_close(part(p2, 8, 16), part(pr, 8, 16), 0, 0, "gap untouched"));
+  EXPECT_TRUE(all_close(part(v2, 5133, 5200), part(vr, 5133, 5200), 0, 0, "gap untouched"));
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, CpuVsRef, ::testing::Values("avx512", "avx2", "generic"),
                          [](const auto& info) { return info.param; });
 

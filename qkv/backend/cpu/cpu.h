@@ -148,6 +148,17 @@ void crossentropy_backward(float* dlogits, const float* logits, const float* lse
 // gscale multiplies every gradient first (gradient clipping fused into the update).
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float wd, float bc1, float bc2, float gscale = 1.0f);
+// One tensor of a flat parameter buffer: elements [offset, offset + n) of p, g, m and v, with
+// its weight decay.
+struct AdamWSegment {
+  int64_t offset;
+  int64_t n;
+  float wd;
+};
+// adamw_update for many tensors in one parallel region (the same bits as one call each).
+void adamw_update_segments(float* p, const float* g, float* m, float* v, const AdamWSegment* segs,
+                           int nseg, float lr, float beta1, float beta2, float eps, float bc1,
+                           float bc2, float gscale = 1.0f);
 // Sum of squares in double (for the global gradient norm).
 double sum_squares(const float* x, int64_t n);
 // x *= s.

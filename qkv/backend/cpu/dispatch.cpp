@@ -209,6 +209,11 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                   float beta2, float eps, float wd, float bc1, float bc2, float gscale) {
   k().adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gscale);
 }
+void adamw_update_segments(float* p, const float* g, float* m, float* v, const AdamWSegment* segs,
+                           int nseg, float lr, float beta1, float beta2, float eps, float bc1,
+                           float bc2, float gscale) {
+  k().adamw_update_segments(p, g, m, v, segs, nseg, lr, beta1, beta2, eps, bc1, bc2, gscale);
+}
 double sum_squares(const float* x, int64_t n) { return k().sum_squares(x, n); }
 void scale(float* x, int64_t n, float s) { k().scale(x, n, s); }
 double fma_probe(int64_t iters) { return k().fma_probe(iters); }

@@ -58,6 +58,8 @@ struct IsaTable {
                                 int64_t, int);
   void (*adamw_update)(float*, const float*, float*, float*, int64_t, float, float, float, float,
                        float, float, float, float);
+  void (*adamw_update_segments)(float*, const float*, float*, float*, const AdamWSegment*, int,
+                                float, float, float, float, float, float, float);
   double (*sum_squares)(const float*, int64_t);
   void (*scale)(float*, int64_t, float);
   double (*fma_probe)(int64_t);
