@@ -371,26 +371,35 @@ TEST_P(CpuVsRef, Attention) {
     ref::attention_backward(a1);
     cpu::attention_backward(a2);
     EXPECT_TRUE(all_close(dqkv2, dqkv1, 1e-4, 1e-4, "attention dqkv"));
-    // The last few queries at an offset against all keys (the KV-cache decode shape).
-    AttnArgs<float> d1 = a1, d2 = a2;
-    const int nq = std::min(3, c.T);
-    for (AttnArgs<float>* d : {&d1, &d2}) {
-      d->Tq = nq;
-      d->q_offset = c.T - nq;
-      d->q = qkv.data() + int64_t(c.T - nq) * 3 * C;
-      d->lse = nullptr;
+    // The last query, or the last few, at an offset against all keys (the KV-cache decode
+    // shape). One query takes the kernel's own path, which must give the full causal result's
+    // last row bit for bit (a token decoded with the cache equals its recomputation).
+    for (int nq : {1, std::min(3, c.T)}) {
+      AttnArgs<float> d1 = a1, d2 = a2;
+      std::vector<float> dl1(size_t(c.B) * c.NH * nq), dl2(dl1.size());
+      for (AttnArgs<float>* d : {&d1, &d2}) {
+        d->Tq = nq;
+        d->q_offset = c.T - nq;
+        d->q = qkv.data() + int64_t(c.T - nq) * 3 * C;
+      }
+      d1.lse = dl1.data();
+      d2.lse = dl2.data();
+      std::vector<float> od1(nout), od2(nout);
+      d1.out = od1.data();
+      d2.out = od2.data();
+      ref::attention_forward(d1);
+      cpu::attention_forward(d2);
+      EXPECT_TRUE(all_close(od2, od1, 1e-4, 1e-5, "attention decode"));
+      EXPECT_TRUE(all_close(dl2, dl1, 1e-5, 1e-5, "attention decode lse"));
+      const double tol = nq == 1 ? 0.0 : 1e-4;
+      for (int b = 0; b < c.B; ++b) {
+        EXPECT_TRUE(all_close(od2.data() + size_t(b) * c.T * C,
+                              o2.data() + (size_t(b) * c.T + c.T - nq) * C, size_t(nq) * C, tol,
+                              tol / 10, "decode vs full, nq=" + std::to_string(nq)));
+        for (int h = 0; h < c.NH && nq == 1; ++h)
+          EXPECT_EQ(dl2[size_t(b) * c.NH + h], l2[(size_t(b) * c.NH + h) * c.T + c.T - 1]);
+      }
     }
-    std::vector<float> od1(nout), od2(nout);
-    d1.out = od1.data();
-    d2.out = od2.data();
-    ref::attention_forward(d1);
-    cpu::attention_forward(d2);
-    EXPECT_TRUE(all_close(od2, od1, 1e-4, 1e-5, "attention decode"));
-    // And it equals the full causal result's last rows.
-    for (int b = 0; b < c.B; ++b)
-      EXPECT_TRUE(all_close(od2.data() + size_t(b) * c.T * C,
-                            o1.data() + (size_t(b) * c.T + c.T - nq) * C, size_t(nq) * C, 1e-4,
-                            1e-5, "decode vs full"));
   }
 }
 
