@@ -774,13 +774,20 @@ size_t GPT::inference_weight_bytes() const {
 }
 
 void GPT::infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
-                       int K, int N) {
+                       int K, int N, float* gelu_out) {
   const float* P = params_buf_.data();
-  if (weights_ == Weights::F32)
-    cpu::gemm(false, false, n, N, K, 1.0f, inp, K, P + w_off, N, 0.0f, out, N);
-  else
+  cpu::GemmEpilogue ep;
+  ep.bias = b_off == kNone ? nullptr : P + b_off;
+  ep.act = gelu_out;
+  ep.ld_act = N;
+  const bool fused = ep.bias || ep.act;
+  if (weights_ == Weights::F32) {
+    cpu::gemm(false, false, n, N, K, 1.0f, inp, K, P + w_off, N, 0.0f, out, N,
+              fused ? &ep : nullptr);
+  } else {
     cpu::gemm_packed(n, inp, K, packed_[size_t(slot)], out, N);
-  if (b_off != kNone) cpu::bias_forward(out, P + b_off, n, N);
+    if (fused) cpu::gemm_epilogue(ep, out, N, n, N);
+  }
 }
 
 void GPT::lm_head(const float* x, int rows, float* logits) {
@@ -853,11 +860,21 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
       norm_forward(out + size_t(i0) * C, mean, rstd, in + size_t(i0) * C, w, b, cnt, C, c.ln_eps);
     }
   };
+  // x += add, then out = norm(x): one pass (the same bits as the two).
+  auto residual_norm = [&](const float* add, float* out, const float* w, const float* b) {
+    for (int i0 = 0; i0 < n; i0 += 1024) {
+      int cnt = std::min(1024, n - i0);
+      residual_norm_forward(x + size_t(i0) * C, add + size_t(i0) * C, out + size_t(i0) * C, mean,
+                            rstd, w, b, cnt, C, c.ln_eps);
+    }
+  };
+  bool ln1_ready = false;  // pre-norm: the last block's residual add already wrote ln_1's output
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& w = layer_[l];
     const float* attn_in = x;
     if (!post) {
-      norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
+      if (!ln1_ready) norm(ln, x, P + w.ln1_w, opt(w.ln1_b));
+      ln1_ready = false;
       attn_in = ln;
     }
     const int slot0 = l * (c.mlp ? 4 : 2);  // this layer's first entry in packed_
@@ -904,19 +921,29 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
     a.o_sh = HS;
     cpu::attention_forward(a);
     infer_linear(tmp, atty, n, slot0 + 1, w.attnproj_w, w.attnproj_b, C, C);
-    cpu::residual_forward(x, x, tmp, int64_t(n) * C);
-    if (post) norm(x, x, P + w.ln1_w, opt(w.ln1_b));
-    if (!c.mlp) continue;
-    const float* mlp_in = x;
-    if (!post) {
-      norm(ln, x, P + w.ln2_w, opt(w.ln2_b));
-      mlp_in = ln;
+    if (!post && c.mlp) {
+      residual_norm(tmp, ln, P + w.ln2_w, opt(w.ln2_b));
+    } else {
+      cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+      if (post) norm(x, x, P + w.ln1_w, opt(w.ln1_b));
     }
-    infer_linear(fch, mlp_in, n, slot0 + 2, w.fc_w, w.fc_b, C, F);
-    act_forward(S.fch_act, fch, n);
+    if (!c.mlp) continue;
+    const float* mlp_in = post ? x : ln;
+    if (c.act == GPTConfig::Act::GeluTanh) {
+      infer_linear(fch, mlp_in, n, slot0 + 2, w.fc_w, w.fc_b, C, F, S.fch_act);
+    } else {
+      infer_linear(fch, mlp_in, n, slot0 + 2, w.fc_w, w.fc_b, C, F);
+      act_forward(S.fch_act, fch, n);
+    }
     infer_linear(tmp, S.fch_act, n, slot0 + 3, w.fcproj_w, w.fcproj_b, H, C);
-    cpu::residual_forward(x, x, tmp, int64_t(n) * C);
-    if (post) norm(x, x, P + w.ln2_w, opt(w.ln2_b));
+    if (!post && l + 1 < c.n_layer) {
+      const LayerOffsets& wn = layer_[l + 1];
+      residual_norm(tmp, ln, P + wn.ln1_w, opt(wn.ln1_b));
+      ln1_ready = true;
+    } else {
+      cpu::residual_forward(x, x, tmp, int64_t(n) * C);
+      if (post) norm(x, x, P + w.ln2_w, opt(w.ln2_b));
+    }
   }
   cache_len_ += n;
   return x;

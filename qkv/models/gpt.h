@@ -144,9 +144,10 @@ class GPT {
   void lm_head(const float* x, int rows, float* logits);
   // (out, n) = inp (n, K) @ matrix + bias, with the inference weights: slot is the index in
   // packed_ (layer * 4 + {0 c_attn, 1 attn c_proj, 2 c_fc, 3 mlp c_proj}; attention-only
-  // models: layer * 2 + {0, 1}).
+  // models: layer * 2 + {0, 1}). With gelu_out, also gelu_out = gelu(out) (tanh form). Bias
+  // and GELU run in the product's epilogue, on the columns each thread just wrote.
   void infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
-                    int K, int N);
+                    int K, int N, float* gelu_out = nullptr);
   // The matmul weights the inference path can pack: offset, K, N, and whether the stored
   // tensor is (N, K) (the token embedding) rather than HF's (K, N).
   struct MatrixSlot {

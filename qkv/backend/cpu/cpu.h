@@ -23,7 +23,8 @@ bool isa_supported(const std::string& name);
 // in the backward, each of which was a pass of its own over a [tokens, 4C] matrix.
 struct GemmEpilogue {
   enum class Kind {
-    kBiasGelu,  // C[i][j] += bias[j] (bias may be null); act[i][j] = gelu(C[i][j])
+    kBiasGelu,  // C[i][j] += bias[j] (bias may be null); act[i][j] = gelu(C[i][j]) (act may be
+                // null: the bias alone)
     kGeluGrad,  // C[i][j] *= gelu'(pre[i][j])
   };
   Kind kind = Kind::kBiasGelu;
