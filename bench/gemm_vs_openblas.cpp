@@ -1,5 +1,5 @@
 // qkv's fp32 GEMM beside OpenBLAS's sgemm (Debian's libopenblas), at GPT-2 124M training shapes,
-// alternating the two in one run. Prints a Markdown table of medians (min-max) and the ratio.
+// in alternating phases of one run. Prints a Markdown table of medians and their ratio.
 // With "baby", the shapes of nanoGPT's baby GPT step instead (B*T = 768, C = 128, vocab 65),
 // where each product is small and packing and threading overheads, not the FMA rate, decide.
 //   build/bench/gemm_vs_openblas [threads] [gpt2|baby]
@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "qkv/backend/cpu/cpu.h"
@@ -74,20 +75,29 @@ int main(int argc, char** argv) {
     for (auto& x : B) x = rng.uniform() - 0.5f;
     const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
     std::vector<double> tq, to;
-    const int reps = s.M * double(s.N) * s.K > 1e10 ? 5 : s.M * double(s.N) * s.K < 1e9 ? 101 : 11;
-    for (int r = -1; r < reps; ++r) {
-      auto t0 = Clock::now();
-      qkv::cpu::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(),
-                     s.N);
-      double a = std::chrono::duration<double>(Clock::now() - t0).count();
-      t0 = Clock::now();
-      cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
-                  s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), s.N);
-      double b = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (r >= 0) {
-        tq.push_back(a);
-        to.push_back(b);
+    // Phases, not call-by-call alternation: OpenBLAS (Debian's pthread build) leaves its worker
+    // threads spinning for a while after each call, and GOMP's do the same, so a call right
+    // after the other library's ran on part of a core (whole shapes at half speed, either side).
+    // Each phase starts after a pause that outlasts both spins; the phases alternate.
+    const int reps = s.M * double(s.N) * s.K > 1e10 ? 2 : s.M * double(s.N) * s.K < 1e9 ? 34 : 4;
+    auto phase = [&](std::vector<double>& out, auto&& call) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      for (int r = -1; r < reps; ++r) {
+        auto t0 = Clock::now();
+        call();
+        if (r >= 0) out.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
+    };
+    for (int round = 0; round < 3; ++round) {
+      phase(tq, [&] {
+        qkv::cpu::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f,
+                       C.data(), s.N);
+      });
+      phase(to, [&] {
+        cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans,
+                    s.tb ? CblasTrans : CblasNoTrans, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(),
+                    ldb, 0.0f, C.data(), s.N);
+      });
     }
     const double flops = 2.0 * s.M * s.N * s.K;
     const double gq = flops / median(tq) / 1e9, go = flops / median(to) / 1e9;
