@@ -785,8 +785,7 @@ void GPT::infer_linear(float* out, const float* inp, int n, int slot, size_t w_o
     cpu::gemm(false, false, n, N, K, 1.0f, inp, K, P + w_off, N, 0.0f, out, N,
               fused ? &ep : nullptr);
   } else {
-    cpu::gemm_packed(n, inp, K, packed_[size_t(slot)], out, N);
-    if (fused) cpu::gemm_epilogue(ep, out, N, n, N);
+    cpu::gemm_packed(n, inp, K, packed_[size_t(slot)], out, N, fused ? &ep : nullptr);
   }
 }
 

@@ -151,6 +151,41 @@ TEST_P(PackedGemm, Int8RowsEqualAloneBitForBit) {
   }
 }
 
+// Bias (and GELU) passed to the product equal the product followed by the separate epilogue,
+// bit for bit: decode applies them to each panel inside the GEMV's region, prefill after.
+TEST_P(PackedGemm, EpilogueEqualsSeparatePass) {
+  const int K = 96, N = 200;  // 13 panels: four side by side, and single ones
+  uint64_t seed = 900;
+  for (WeightFormat f : {WeightFormat::BF16, WeightFormat::Q8})
+    for (int M : {1, 3, 9})
+      for (bool gelu : {false, true}) {
+        const std::string where = GetParam() + " " + cpu::weight_format_name(f) +
+                                  " M=" + std::to_string(M) + (gelu ? " bias+gelu" : " bias");
+        auto A = test::randn(size_t(M) * K, seed++);
+        auto B = test::randn(size_t(K) * N, seed++, 0.05);
+        auto bias = test::randn(size_t(N), seed++);
+        cpu::PackedMatrix P;
+        cpu::pack_matrix(P, f, B.data(), N, false, K, N);
+        std::vector<float> c1(size_t(M) * N), c2(c1.size()), a1(c1.size()), a2(c1.size());
+        cpu::GemmEpilogue ep;
+        ep.bias = bias.data();
+        ep.ld_act = N;
+        ep.act = gelu ? a1.data() : nullptr;
+        cpu::gemm_packed(M, A.data(), K, P, c1.data(), N, &ep);
+        cpu::gemm_packed(M, A.data(), K, P, c2.data(), N);
+        ep.act = gelu ? a2.data() : nullptr;
+        cpu::gemm_epilogue(ep, c2.data(), N, M, N);
+        EXPECT_EQ(0, std::memcmp(c1.data(), c2.data(), sizeof(float) * c1.size())) << where;
+        if (gelu) {
+          EXPECT_EQ(0, std::memcmp(a1.data(), a2.data(), sizeof(float) * a1.size())) << where;
+        }
+        // And the epilogue did something: the bias is in the output.
+        std::vector<float> c3(c1.size());
+        cpu::gemm_packed(M, A.data(), K, P, c3.data(), N);
+        for (int j = 0; j < N; ++j) ASSERT_EQ(c1[j], c3[j] + bias[j]) << where << " column " << j;
+      }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, PackedGemm, ::testing::Values("avx512", "avx2", "generic"),
                          [](const auto& info) { return info.param; });
 

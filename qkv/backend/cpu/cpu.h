@@ -97,8 +97,10 @@ void pack_q8(PackedMatrix& dst, const int8_t* q, const uint16_t* scales, bool tr
 void unpack_q8(const PackedMatrix& src, int8_t* q, uint16_t* scales, bool trans_b);
 // Column j of op(B), dequantized (K floats).
 void packed_column(const PackedMatrix& B, int j, float* out);
-// C (M x N, ldc) = A (M x K, lda) @ op(B).
-void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc);
+// C (M x N, ldc) = A (M x K, lda) @ op(B), then the epilogue if given (decode, M <= 4: on each
+// panel of 16 columns as it is finished, in the same parallel region).
+void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc,
+                 const GemmEpilogue* ep = nullptr);
 
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B,
                      int Tt, int C);

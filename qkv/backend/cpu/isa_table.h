@@ -63,8 +63,10 @@ struct IsaTable {
   double (*sum_squares)(const float*, int64_t);
   void (*scale)(float*, int64_t, float);
   double (*fma_probe)(int64_t);
-  // C (M x N) = A @ packed B for M <= 4, reading the packed weights once.
-  void (*gemv_packed)(int, const float*, int64_t, const PackedMatrix&, float*, int64_t);
+  // C (M x N) = A @ packed B for M <= 4, reading the packed weights once; then the epilogue
+  // (may be null) on each finished panel.
+  void (*gemv_packed)(int, const float*, int64_t, const PackedMatrix&, float*, int64_t,
+                      const GemmEpilogue*);
 };
 
 namespace avx512 {

@@ -170,12 +170,29 @@ void packed_column(const PackedMatrix& d, int j, float* out) {
   }
 }
 
-void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc) {
+namespace {
+
+void gemm_packed_rows(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C,
+                      int64_t ldc);
+
+}  // namespace
+
+void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc,
+                 const GemmEpilogue* ep) {
   if (M <= 0) return;
   if (M <= 4) {
-    isa_table().gemv_packed(M, A, lda, B, C, ldc);
+    isa_table().gemv_packed(M, A, lda, B, C, ldc, ep);
     return;
   }
+  gemm_packed_rows(M, A, lda, B, C, ldc);
+  if (ep) isa_table().gemm_epilogue(*ep, C, ldc, M, B.N);
+}
+
+namespace {
+
+// M > 4 rows: AMX where it serves, else the GEMV four rows at a time or widened slabs.
+void gemm_packed_rows(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C,
+                      int64_t ldc) {
   if (B.format == WeightFormat::Q8) {
     // int8 x int8 products: AMX-INT8 tiles, else the GEMV four rows at a time. The tiles' scaling
     // repeats the AVX-512 GEMV's operations (fused multiply-adds), so they serve only with it:
@@ -185,7 +202,7 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
     } else {
       for (int i = 0; i < M; i += 4)
         isa_table().gemv_packed(std::min(4, M - i), A + int64_t(i) * lda, lda, B,
-                                C + int64_t(i) * ldc, ldc);
+                                C + int64_t(i) * ldc, ldc, nullptr);
     }
     return;
   }
@@ -205,5 +222,7 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
     gemm(false, true, M, jn, B.K, 1.0f, A, lda, sp, B.K, 0.0f, C + j0, ldc);
   }
 }
+
+}  // namespace
 
 }  // namespace qkv::cpu
