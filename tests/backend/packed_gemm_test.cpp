@@ -86,8 +86,19 @@ class PackedGemm : public test::IsaTest {};
 
 void check_packed(WeightFormat f, const std::string& what) {
   const std::vector<std::tuple<int, int, int>> shapes = {
-      {1, 1, 1},   {1, 33, 17},  {2, 31, 16},  {3, 64, 50},   {4, 100, 130},
-      {5, 32, 15}, {17, 96, 33}, {40, 70, 64}, {64, 200, 48}, {1, 768, 300}};
+      {1, 1, 1},
+      {1, 33, 17},
+      {2, 31, 16},
+      {3, 64, 50},
+      {4, 100, 130},
+      {5, 32, 15},
+      {17, 96, 33},
+      {40, 70, 64},
+      {64, 200, 48},
+      {1, 768, 300},
+      // 32 panels: one row walks eight panels at once (bf16) on 1 and 2 threads.
+      {1, 70, 512},
+      {2, 70, 512}};
   uint64_t seed = 500;
   for (auto [M, K, N] : shapes)
     for (int tb = 0; tb < 2; ++tb) {
