@@ -13,7 +13,8 @@ if [[ "${1:-}" == "--test" || "${1:-}" == "--bench" ]]; then
   pkgs+=(libgtest-dev python3-torch python3-numpy libopenblas-dev chromium)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(libdnnl-dev)
+  # oneDNN's CMake package config requires OpenCL's (a Recommends that --no-install-recommends skips).
+  pkgs+=(libdnnl-dev ocl-icd-opencl-dev)
 fi
 
 missing=()
