@@ -106,10 +106,11 @@ void add_bench(CLI::App& app) {
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
                 "--batch-size and --block-size must be >= 1");
       auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps, a->dtype);
-      // The peak of the units the matmuls run on: AMX tiles for bf16 (when present), else FMA.
-      const bool amx = a->dtype == "bf16" && cpu::amx_available();
-      const double peak = amx ? perf::measure_amx_peak_gflops() : perf::measure_peak_gflops();
-      const char* peak_name = amx ? "AMX bf16" : "fp32 FMA";
+      // The peak of the units the matmuls run on: for bf16 AMX tiles or AVX512-BF16 dot
+      // products (when present), else FMA.
+      const bool bf16 = a->dtype == "bf16";
+      const double peak = bf16 ? perf::measure_bf16_peak_gflops() : perf::measure_peak_gflops();
+      const std::string peak_name = bf16 ? std::string(cpu::bf16_engine()) + " bf16" : "fp32 FMA";
       j["peak"] = peak_name;
       j.update({{"preset", a->preset},
                 {"batch_size", a->batch_size},
@@ -124,7 +125,7 @@ void add_bench(CLI::App& app) {
             "train %s %s B=%d T=%d: %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s %s "
             "peak); step %.3f s [%.3f, %.3f]\n",
             a->preset.c_str(), a->dtype.c_str(), a->batch_size, a->block_size, r.tokens_per_sec,
-            r.gflops, 100 * r.gflops / peak, peak, peak_name, r.step.median, r.step.min,
+            r.gflops, 100 * r.gflops / peak, peak, peak_name.c_str(), r.step.median, r.step.min,
             r.step.max);
     } else if (a->what == "forward") {
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
@@ -178,19 +179,22 @@ void add_bench(CLI::App& app) {
                 {"gflops", r.gflops},
                 {"time", stats(r.time)}});
       j["amx"] = cpu::amx_available();
-      const bool amx = a->dtype != "fp32" && cpu::amx_available();
-      const double peak = amx ? perf::measure_amx_peak_gflops() : perf::measure_peak_gflops();
-      j.update({{"peak", amx ? "AMX bf16" : "fp32 FMA"},
-                {"peak_gflops", peak},
-                {"share_of_peak", r.gflops / peak}});
+      j["bf16_engine"] = cpu::bf16_engine();
+      // bf16 against its engine's peak; int8 (AMX-INT8 or VNNI) against AMX bf16's where there
+      // are tiles, else fp32 FMA's.
+      const bool amx = a->dtype == "int8" && cpu::amx_available();
+      const double peak = a->dtype == "bf16" ? perf::measure_bf16_peak_gflops()
+                          : amx              ? perf::measure_amx_peak_gflops()
+                                             : perf::measure_peak_gflops();
+      const std::string peak_name = a->dtype == "bf16" ? std::string(cpu::bf16_engine()) + " bf16"
+                                    : amx              ? "AMX bf16"
+                                                       : "fp32 FMA";
+      j.update({{"peak", peak_name}, {"peak_gflops", peak}, {"share_of_peak", r.gflops / peak}});
       if (!a->json)
         std::printf(
             "gemm %s %dx%dx%d: %.1f GFLOP/s (%.3f ms), %.0f%% of the %.0f GFLOP/s %s peak\n",
             a->dtype.c_str(), a->m, a->n, a->k, r.gflops, 1e3 * r.time.median,
-            100 * r.gflops / peak, peak,
-            a->dtype == "fp32"     ? "fp32 FMA"
-            : cpu::amx_available() ? "AMX bf16"
-                                   : "fp32 FMA (no AMX)");
+            100 * r.gflops / peak, peak, peak_name.c_str());
     } else {
       perf::AttentionBenchOptions o;
       o.B = cmd->count("--batch-size") ? a->batch_size : 1;  // long single sequences by default

@@ -63,6 +63,12 @@ double measure_amx_peak_gflops() {
   return cpu::amx_available() ? best_probe_gflops(&cpu::amx_probe, 200'000) : 0.0;
 }
 
+double measure_bf16_peak_gflops() {
+  if (cpu::amx_available()) return measure_amx_peak_gflops();
+  if (cpu::avx512bf16_available()) return best_probe_gflops(&cpu::avx512bf16_probe, 5'000'000);
+  return measure_peak_gflops();
+}
+
 double train_flops_per_token(const GPTConfig& c, int T) {
   const double C = c.n_embd, L = c.n_layer;
   const double matmul_params = L * 12 * C * C + double(c.vocab_size) * C;

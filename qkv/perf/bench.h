@@ -21,6 +21,9 @@ Stats summarize(std::vector<double> seconds);
 double measure_peak_gflops();
 // The AMX bf16 tile peak over all threads, GFLOP/s (0 without AMX).
 double measure_amx_peak_gflops();
+// The peak of the units cpu::gemm_bf16 runs on now (cpu::bf16_engine(): AMX tiles, AVX512-BF16
+// dot products, or fp32 FMA).
+double measure_bf16_peak_gflops();
 
 struct TrainBench {
   double tokens_per_sec = 0, gflops = 0, peak_gflops = 0;

@@ -1,6 +1,6 @@
-// bf16 GEMM (AMX where available, and the fallback) against a double-precision reference on the
-// same bf16-rounded inputs: products of bf16 values are exact in fp32, so only the fp32
-// accumulation differs (f32-level tolerance), plus the bound against the unrounded inputs.
+// bf16 GEMM (AMX and AVX512-BF16 where available, and the fallback) against a double-precision
+// reference on the same bf16-rounded inputs: products of bf16 values are exact in fp32, so only the
+// fp32 accumulation differs (f32-level tolerance), plus the bound against the unrounded inputs.
 #include <gtest/gtest.h>
 
 #include <tuple>
@@ -77,17 +77,67 @@ void check_bf16_gemm(const std::string& path) {
   }
 }
 
+// Runs check with only the chosen engines on, then restores the machine's choice.
+template <class F>
+void with_engines(bool amx, bool dpbf16, F check) {
+  const bool had_amx = cpu::amx_available(), had_dp = cpu::avx512bf16_available();
+  cpu::set_amx(amx);
+  cpu::set_avx512bf16(dpbf16);
+  check();
+  cpu::set_amx(had_amx);
+  cpu::set_avx512bf16(had_dp);
+}
+
 TEST(GemmBf16, Amx) {
   if (!cpu::amx_available())
-    GTEST_SKIP() << "no AMX-BF16 on this CPU (the fallback test covers it)";
-  check_bf16_gemm("amx");
+    GTEST_SKIP() << "no AMX-BF16 on this CPU (the other engines' tests cover gemm_bf16)";
+  with_engines(true, false, [] {
+    ASSERT_STREQ(cpu::bf16_engine(), "AMX");
+    check_bf16_gemm("amx");
+  });
+}
+
+TEST(GemmBf16, Avx512Bf16) {
+  if (!cpu::avx512bf16_available())
+    GTEST_SKIP() << "no AVX512-BF16 on this CPU (the fallback test covers gemm_bf16)";
+  with_engines(false, true, [] {
+    ASSERT_STREQ(cpu::bf16_engine(), "AVX512-BF16");
+    check_bf16_gemm("avx512bf16");
+  });
+}
+
+// Shapes that reach the AVX512-BF16 kernel's K blocks (K over 768: near-equal blocks that C
+// accumulates), several column blocks of 384 with a ragged last one, and row chunks (one
+// column block for many rows), against the same double reference.
+TEST(GemmBf16, Avx512Bf16Blocking) {
+  if (!cpu::avx512bf16_available()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  with_engines(false, true, [] {
+    uint64_t seed = 900;
+    for (auto [M, N, K] : {std::tuple{50, 1000, 1601}, {301, 40, 770}, {13, 800, 64}})
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+          auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
+          auto C = test::randn(size_t(M) * N, seed++);
+          std::vector<double> Ar(A.size()), Br(B.size()), Cr(C.begin(), C.end());
+          for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
+          for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
+          const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+          ref::gemm<double>(ta, tb, M, N, K, 0.5f, Ar.data(), lda, Br.data(), ldb, 1.0f, Cr.data(),
+                            N);
+          cpu::gemm_bf16(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, C.data(), N);
+          EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
+                                      "M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                          " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
+                                          " tb=" + std::to_string(tb)));
+        }
+  });
 }
 
 TEST(GemmBf16, Fallback) {
-  const bool had = cpu::amx_available();
-  cpu::set_amx(false);
-  check_bf16_gemm("fallback");
-  cpu::set_amx(had);
+  with_engines(false, false, [] {
+    ASSERT_STREQ(cpu::bf16_engine(), "fp32 FMA");
+    check_bf16_gemm("fallback");
+  });
 }
 
 }  // namespace

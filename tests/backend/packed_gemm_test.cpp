@@ -117,13 +117,14 @@ void check_packed(WeightFormat f, const std::string& what) {
         for (int k = 0; k < K; ++k) ASSERT_EQ(double(col[k]), W[size_t(k) * N + j]) << where;
       }
       // The product, against double math on what the path multiplies.
-      const bool amx_path = M > 4 && cpu::amx_available();
+      // Prefill-sized bf16 products on AMX or AVX512-BF16 round the activations to bf16 too.
+      const bool bf16_units = M > 4 && (cpu::amx_available() || cpu::avx512bf16_available());
       std::vector<double> Ad(A.begin(), A.end()), Wd = W, Cr(size_t(M) * N, 0.0);
       if (f == WeightFormat::Q8) {
         Ad = quantized_rows(A, M, K);          // int8 products quantise the activations too
         for (size_t i = 0; i < A.size(); ++i)  // within half a step of the original
           EXPECT_LE(std::abs(Ad[i] - A[i]), 0.51 * max_abs_in_chunk(A, K, i) / 127.0) << where;
-      } else if (amx_path) {
+      } else if (bf16_units) {
         for (auto& a : Ad) a = bf16_to_f32(f32_to_bf16(float(a)));
       }
       ref::gemm<double>(false, false, M, N, K, 1.0, Ad.data(), K, Wd.data(), N, 0.0, Cr.data(), N);
@@ -137,11 +138,14 @@ TEST_P(PackedGemm, Bf16) { check_packed(WeightFormat::BF16, GetParam()); }
 TEST_P(PackedGemm, Int8) { check_packed(WeightFormat::Q8, GetParam()); }
 
 TEST_P(PackedGemm, WithoutAmx) {
-  const bool had = cpu::amx_available();
+  const bool had = cpu::amx_available(), had_dp = cpu::avx512bf16_available();
   cpu::set_amx(false);
   check_packed(WeightFormat::Q8, GetParam() + " no-amx");
-  check_packed(WeightFormat::BF16, GetParam() + " no-amx");
+  check_packed(WeightFormat::BF16, GetParam() + " no-amx " + cpu::bf16_engine());
+  cpu::set_avx512bf16(false);  // and without AVX512-BF16: fp32 products on widened slabs
+  check_packed(WeightFormat::BF16, GetParam() + " no-amx no-avx512bf16");
   cpu::set_amx(had);
+  cpu::set_avx512bf16(had_dp);
 }
 
 // int8 is one function whatever the number of rows: each row of a prefill-sized product (AMX-INT8

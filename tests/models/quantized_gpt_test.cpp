@@ -73,19 +73,21 @@ void check_cache_vs_recompute(GPT& m, double tol, const std::string& what) {
 }
 
 TEST(QuantizedGpt, CacheEqualsRecompute) {
-  const bool had = cpu::amx_available();
+  const bool had = cpu::amx_available(), had_dp = cpu::avx512bf16_available();
   for (auto w : {GPT::Weights::BF16, GPT::Weights::INT8}) {
     GPT m(small_config());
     m.init_weights(6);
     m.set_inference_weights(w);
     cpu::set_amx(false);  // prefill and decode both multiply fp32 activations
-    check_cache_vs_recompute(m, 1e-5, std::string(GPT::weights_name(w)) + " no-amx");
+    cpu::set_avx512bf16(false);
+    check_cache_vs_recompute(m, 1e-5, std::string(GPT::weights_name(w)) + " no bf16 units");
     cpu::set_amx(had);
-    // With AMX, int8 prefill is the same int8 x int8 math as decode; bf16 prefill rounds the
-    // activations to bf16 where decode keeps them fp32.
-    if (had)
+    cpu::set_avx512bf16(had_dp);
+    // With AMX, int8 prefill is the same int8 x int8 math as decode; bf16 prefill (AMX or
+    // AVX512-BF16) rounds the activations to bf16 where decode keeps them fp32.
+    if (had || had_dp)
       check_cache_vs_recompute(m, w == GPT::Weights::INT8 ? 1e-5 : 3e-2,
-                               std::string(GPT::weights_name(w)) + " amx");
+                               std::string(GPT::weights_name(w)) + " " + cpu::bf16_engine());
   }
 }
 

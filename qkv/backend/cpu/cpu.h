@@ -42,8 +42,8 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
 void gemm_epilogue(const GemmEpilogue& ep, float* C, int64_t ldc, int M, int N);
 
 // Same contract as gemm, with the inputs rounded to bf16 and fp32 accumulation: AMX tiles where
-// the CPU has them (and the kernel grants the tile permission), else the fp32 kernel on the
-// rounded inputs.
+// the CPU has them (and the kernel grants the tile permission), else AVX512-BF16 dot products
+// (VDPBF16PS: AMD Zen 4/5, Intel Cooper Lake), else the fp32 kernel on the rounded inputs.
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const GemmEpilogue* ep = nullptr);
@@ -53,6 +53,13 @@ bool amx_available();
 double amx_probe(int64_t iters);
 // Turns the AMX path off (or back on, if available): for tests of the fallback.
 void set_amx(bool on);
+// The AVX512-BF16 path (used when AMX is not): whether it is on, a peak probe like amx_probe
+// (iters x 24 VDPBF16PS on registers; 0 when off), and a switch for tests.
+bool avx512bf16_available();
+double avx512bf16_probe(int64_t iters);
+void set_avx512bf16(bool on);
+// What gemm_bf16 runs on now: "AMX", "AVX512-BF16" or "fp32 FMA".
+const char* bf16_engine();
 
 // ---- weights packed for inference ----
 // op(B) of a K x N product (a layer's weight), packed once for fast inference: panels of 16
@@ -65,7 +72,8 @@ void set_amx(bool on);
 // Small M (decode) reads the packed weights directly, a GEMV bound by memory bandwidth; for Q8
 // it quantises each row of A to int8 per chunk of 32 (scale max|a|/127, as q8_0) and sums exact
 // integer products. Larger M (prefill) runs AMX when present: AMX-INT8 on the same bytes for Q8
-// (the GEMV's arithmetic, so a row in a batch equals it alone, bit for bit), bf16 tiles for BF16.
+// (the GEMV's arithmetic, so a row in a batch equals it alone, bit for bit), bf16 tiles for BF16
+// (AVX512-BF16 dot products without AMX; both round the activations to bf16).
 enum class WeightFormat { BF16, Q8 };
 const char* weight_format_name(WeightFormat f);
 

@@ -19,6 +19,13 @@ void gemm_bf16(bool, bool, int, int, int, float, const float*, int64_t, const fl
                float, float*, int64_t);
 }  // namespace amx
 
+namespace dpbf16 {
+bool supported();
+double peak_probe(int64_t iters);
+void gemm_bf16(bool, bool, int, int, int, float, const float*, int64_t, const float*, int64_t,
+               float, float*, int64_t);
+}  // namespace dpbf16
+
 namespace {
 
 bool cpu_has_amx_bf16() {
@@ -107,6 +114,22 @@ bool amx_available() { return amx_enabled(); }
 double amx_probe(int64_t iters) { return amx_enabled() ? amx::peak_probe(iters) : 0.0; }
 void set_amx(bool on) { amx_enabled() = on && cpu_has_amx_bf16() && amx::request_permission(); }
 
+// The AVX512-BF16 path needs the AVX-512 kernel table too (QKV_ISA=avx2 turns both off).
+static bool& dpbf16_enabled() {
+  static bool on = dpbf16::supported() && std::string(isa_name()) == "avx512";
+  return on;
+}
+bool avx512bf16_available() { return dpbf16_enabled(); }
+double avx512bf16_probe(int64_t iters) {
+  return dpbf16_enabled() ? dpbf16::peak_probe(iters) : 0.0;
+}
+void set_avx512bf16(bool on) {
+  dpbf16_enabled() = on && dpbf16::supported() && std::string(isa_name()) == "avx512";
+}
+const char* bf16_engine() {
+  return amx_enabled() ? "AMX" : dpbf16_enabled() ? "AVX512-BF16" : "fp32 FMA";
+}
+
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const GemmEpilogue* ep) {
@@ -116,7 +139,12 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float* 
     if (ep) gemm_epilogue(*ep, C, ldc, M, N);
     return;
   }
-  // Without AMX: the same bf16 products (exact in fp32) through the fp32 kernel.
+  if (dpbf16_enabled() && K > 0) {
+    dpbf16::gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (ep) gemm_epilogue(*ep, C, ldc, M, N);
+    return;
+  }
+  // Neither: the same bf16 products (exact in fp32) through the fp32 kernel.
   static thread_local std::vector<float> a, b;
   round_bf16(a, A, lda, ta, M, K);
   round_bf16(b, B, ldb, tb, K, N);

@@ -17,6 +17,9 @@ void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, floa
 void gemm_packed_q8(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C,
                     int64_t ldc);
 }  // namespace amx
+namespace dpbf16 {
+void gemm_packed(int M, const float* A, int64_t lda, const PackedMatrix& B, float* C, int64_t ldc);
+}  // namespace dpbf16
 const IsaTable& isa_table();
 
 namespace {
@@ -210,7 +213,12 @@ void gemm_packed_rows(int M, const float* A, int64_t lda, const PackedMatrix& B,
     amx::gemm_packed(M, A, lda, B, C, ldc);
     return;
   }
-  // bf16 without AMX: widen slabs of 256 columns (whole panels) and run the fp32 GEMM on them.
+  if (avx512bf16_available()) {
+    dpbf16::gemm_packed(M, A, lda, B, C, ldc);
+    return;
+  }
+  // bf16 without AMX or AVX512-BF16: widen slabs of 256 columns (whole panels) and run the fp32
+  // GEMM on them.
   constexpr int kSlab = 256;
   static thread_local AlignedVector<float> slab;
   slab.resize(size_t(kSlab) * size_t(B.K));
