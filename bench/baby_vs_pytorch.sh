@@ -7,6 +7,7 @@
 # pthreads compete with them made it 2.5x slower here (its best configuration is the fair one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/peer_env.sh
 data=${QKV_DATA:-../shared/data/tinyshakespeare.txt}
 seeds=("$@")
 ((${#seeds[@]})) || seeds=(1 2 3 4)

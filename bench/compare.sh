@@ -7,6 +7,7 @@
 #   ONLY=baby bench/compare.sh 5     runs only the workloads whose name contains "baby"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/peer_env.sh
 rounds=${1:-3}
 threads=${2:-2}
 [[ -x build/qkv ]] || scripts/build.sh qkv

@@ -1,6 +1,8 @@
-// qkv's bf16 GEMM on AMX beside oneDNN's (Debian's libdnnl, its brgemm AMX kernels), alternating
-// in one run, with the share of the AMX peak that qkv bench gemm measures (tile products on
-// resident tiles). Rows:
+// qkv's bf16 GEMM beside oneDNN's (Debian's libdnnl), alternating in one run, on the machine's
+// bf16 engine: AMX tiles where present (oneDNN's brgemm AMX kernels), else AVX512-BF16 dot
+// products (VDPBF16PS; oneDNN's avx512_core_bf16 kernels), with the share of that engine's peak
+// that qkv bench gemm measures (tile products on resident tiles, or 24 chains of VDPBF16PS on
+// registers). Rows:
 //   qkv gemm_bf16      fp32 A and B in, rounded to bf16 while packing (the training contract)
 //   oneDNN plain       bf16 A and B in row-major memory (its matmul on plain layouts)
 //   qkv packed         fp32 A, B a packed bf16 inference weight (cpu::gemm_packed, prefill)
@@ -43,8 +45,9 @@ double median_gflops(double flops, int reps, const std::function<void()>& f) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   qkv::set_num_threads(threads);
-  if (!qkv::cpu::amx_available()) {
-    std::fprintf(stderr, "gemm_bf16_vs_onednn: this machine has no AMX\n");
+  const bool amx = qkv::cpu::amx_available();
+  if (!amx && !qkv::cpu::avx512bf16_available()) {
+    std::fprintf(stderr, "gemm_bf16_vs_onednn: this machine has neither AMX nor AVX512-BF16\n");
     return 1;
   }
   double peak = 0;
@@ -52,7 +55,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     double flops = 0;
 #pragma omp parallel reduction(+ : flops)
-    flops += qkv::cpu::amx_probe(int64_t(1) << 18);
+    flops +=
+        amx ? qkv::cpu::amx_probe(int64_t(1) << 18) : qkv::cpu::avx512bf16_probe(int64_t(5) << 20);
     peak = std::max(peak, flops / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
   }
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -127,7 +131,7 @@ int main(int argc, char** argv) {
                 cell(g[1][1]).c_str(), cell(g[2][1]).c_str(), cell(g[3][1]).c_str());
   }
   std::printf(
-      "\nGFLOP/s (share of the %.0f GFLOP/s AMX bf16 peak), median of 3 rounds; %d threads\n", peak,
-      threads);
+      "\nGFLOP/s (share of the %.0f GFLOP/s %s bf16 peak), median of 3 rounds; %d threads\n", peak,
+      qkv::cpu::bf16_engine(), threads);
   return 0;
 }
