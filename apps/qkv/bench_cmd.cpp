@@ -39,7 +39,8 @@ void add_bench(CLI::App& app) {
                   "generate: a model directory instead of a random --preset (e.g. to run the same "
                   "weights as another engine)");
   cmd->add_option("--dtype", a->dtype,
-                  "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX); int8 "
+                  "fp32; bf16 (train: mixed precision; generate: bf16 weights; gemm: AMX or "
+                  "AVX512-BF16); int8 "
                   "(generate, gemm: int8 weights)")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Batch (train; attention: default 1)")

@@ -134,8 +134,8 @@ void add_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "Random seed (init, batches)")->capture_default_str();
   cmd->add_option("--dtype", a->o.dtype,
-                  "Matmul precision: fp32, or bf16 (bf16 products on AMX, fp32 accumulation and "
-                  "master weights)")
+                  "Matmul precision: fp32, or bf16 (bf16 products on AMX or AVX512-BF16, fp32 "
+                  "accumulation and master weights)")
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
       ->capture_default_str();
