@@ -107,13 +107,15 @@ TEST(GemmBf16, Avx512Bf16) {
 }
 
 // Shapes that reach the AVX512-BF16 kernel's K blocks (K over 768: near-equal blocks that C
-// accumulates), several column blocks of 384 with a ragged last one, and row chunks (one
-// column block for many rows), against the same double reference.
+// accumulates), several column blocks of 384 with a ragged last one, balanced blocks (2100
+// columns: six of 352 or fewer), and row chunks (one column block for many rows), against the
+// same double reference.
 TEST(GemmBf16, Avx512Bf16Blocking) {
   if (!cpu::avx512bf16_available()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
   with_engines(false, true, [] {
     uint64_t seed = 900;
-    for (auto [M, N, K] : {std::tuple{50, 1000, 1601}, {301, 40, 770}, {13, 800, 64}})
+    for (auto [M, N, K] :
+         {std::tuple{50, 1000, 1601}, {301, 40, 770}, {13, 800, 64}, {20, 2100, 100}})
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb) {
           auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);

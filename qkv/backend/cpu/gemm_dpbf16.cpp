@@ -5,7 +5,7 @@
 //
 // Layout: a "pair" is two bf16 of consecutive k in one 32-bit lane (k even in the low half).
 // op(A) is packed once per call in MR-row micro-panels ([K block][m panel][pair][MR]); each
-// thread takes whole column blocks of op(B) (kBlockCols columns: 12 panels of NR, ~0.6 MB per
+// thread takes whole column blocks of op(B) (up to kBlockPanels panels of NR, ~0.6 MB per
 // K block, in its L2), packs them ([pair][NR] per panel) and sweeps every row tile across them,
 // the A micro-panel in L1 and C written as MR row streams (the fp32 kernel's many-column sweep).
 // Each C element's sum runs over the same K blocks in the same order whatever the thread count,
@@ -32,7 +32,7 @@ constexpr int NR = 32;  // columns: two vectors of 16 fp32 sums
 // Pairs of k per K block: 384 pairs (768 k, one block at GPT-2's K = 768) keep the A
 // micro-panel (18 KiB) in L1 and a 12-panel column block (576 KiB) in L2.
 constexpr int kBlockPairs = 384;
-constexpr int kBlockCols = NR * 12;
+constexpr int kBlockPanels = 12;
 
 typedef int32_t v16si __attribute__((vector_size(64)));
 using PairVec = std::vector<uint32_t, AlignedAlloc<uint32_t>>;
@@ -250,14 +250,22 @@ void sweep(bool trans_a, int M, int N, int K, float alpha, const float* A, int64
   // Work items: column blocks, each cut into row chunks when there are too few blocks to keep
   // every thread busy (a chunk packs its column block again: cheap beside its products).
   const int nthreads = omp_get_max_threads();
-  const int cblocks = (N + kBlockCols - 1) / kBlockCols;
+  // Column blocks of at most kBlockPanels panels, as many as a multiple of the thread count when
+  // there are enough, and near-equal: 2048 columns (64 panels) as five blocks of 11 and one of 9,
+  // not five of 12 and one of 4, which left one thread idle for most of a block at the end.
+  const int n_panels_all = (N + NR - 1) / NR;
+  int cblocks = (n_panels_all + kBlockPanels - 1) / kBlockPanels;
+  if (cblocks >= 2 * nthreads) cblocks = (cblocks + nthreads - 1) / nthreads * nthreads;
+  const int block_panels = (n_panels_all + cblocks - 1) / cblocks;
+  const int block_cols = block_panels * NR;
+  cblocks = (n_panels_all + block_panels - 1) / block_panels;
   const int chunks =
       cblocks >= 2 * nthreads ? 1 : std::min(m_panels, (2 * nthreads + cblocks - 1) / cblocks);
   const int items = cblocks * chunks;
 #pragma omp parallel for schedule(dynamic)
   for (int w = 0; w < items; ++w) {
     const int cb = w / chunks, ch = w % chunks;
-    const int j0 = cb * kBlockCols, nc = std::min(kBlockCols, N - j0);
+    const int j0 = cb * block_cols, nc = std::min(block_cols, N - j0);
     const int n_panels = (nc + NR - 1) / NR;
     const int r0 = MR * int(int64_t(m_panels) * ch / chunks);
     const int r1 = std::min(M, MR * int(int64_t(m_panels) * (ch + 1) / chunks));
