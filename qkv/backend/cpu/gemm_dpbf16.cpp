@@ -222,7 +222,7 @@ void sweep(bool trans_a, int M, int N, int K, float alpha, const float* A, int64
            float* C, int64_t ldc, PackB pack_b) {
   const int pairs = (K + 1) / 2;
   // K blocks of near-equal length; a product whose C is large (the LM head's 1024 x 50257, or
-  // its weight gradient) keeps K up to 1024 in one block rather than reading C twice.
+  // its weight gradient) keeps K up to 1536 in one block rather than reading C twice.
   const bool big_c = int64_t(M) * N > (int64_t(4) << 20);
   const int max_pairs = big_c && pairs <= 2 * kBlockPairs ? pairs : kBlockPairs;
   const int kblocks = (pairs + max_pairs - 1) / max_pairs;
