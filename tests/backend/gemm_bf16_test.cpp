@@ -13,6 +13,29 @@
 namespace qkv {
 namespace {
 
+// One product on random operands (seeds from seed on) against the double reference on the
+// same bf16-rounded inputs, and against the unrounded ones within bf16's rounding.
+void check_case(const std::string& path, bool ta, bool tb, int M, int N, int K, float alpha,
+                float beta, uint64_t& seed) {
+  auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
+  auto C0 = test::randn(size_t(M) * N, seed++);
+  std::vector<double> Ar(A.size()), Br(B.size()), Cr(C0.begin(), C0.end());
+  for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
+  for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  ref::gemm<double>(ta, tb, M, N, K, alpha, Ar.data(), lda, Br.data(), ldb, beta, Cr.data(), N);
+  auto C = C0;
+  cpu::gemm_bf16(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), N);
+  const std::string where = path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                            " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
+                            " tb=" + std::to_string(tb) + " beta=" + std::to_string(beta);
+  EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)), where));
+  // Against the unrounded inputs: within bf16's rounding (2^-8 relative per operand).
+  std::vector<float> Cf = C0;
+  ref::gemm<float>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
+  EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << where;
+}
+
 void check_bf16_gemm(const std::string& path) {
   // 300 x 96 x 2100 (66 chunks of 32) is cut into two K blocks that C accumulates; alpha 1
   // with beta 0 or 1 stores full blocks straight from the tiles (beta 1 starts from C).
@@ -28,27 +51,7 @@ void check_bf16_gemm(const std::string& path) {
   uint64_t seed = 100;
   for (auto [M, N, K, alpha, beta] : cases)
     for (int ta = 0; ta < 2; ++ta)
-      for (int tb = 0; tb < 2; ++tb) {
-        auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
-        auto C0 = test::randn(size_t(M) * N, seed++);
-        std::vector<double> Ar(A.size()), Br(B.size()), Cr(C0.begin(), C0.end());
-        for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
-        for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
-        const int64_t lda = ta ? M : K, ldb = tb ? K : N;
-        ref::gemm<double>(ta, tb, M, N, K, alpha, Ar.data(), lda, Br.data(), ldb, beta, Cr.data(),
-                          N);
-        auto C = C0;
-        cpu::gemm_bf16(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), N);
-        EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
-                                    path + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                                        " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
-                                        " tb=" + std::to_string(tb) +
-                                        " beta=" + std::to_string(beta)));
-        // Against the unrounded inputs: within bf16's rounding (2^-8 relative per operand).
-        std::vector<float> Cf = C0;
-        ref::gemm<float>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, Cf.data(), N);
-        EXPECT_LE(test::rel_err(C.data(), Cf.data(), C.size()), 0.05) << path;
-      }
+      for (int tb = 0; tb < 2; ++tb) check_case(path, ta, tb, M, N, K, alpha, beta, seed);
   // The epilogues (the MLP's bias + GELU, GELU's derivative) on the bf16 product equal the
   // same passes run after it.
   for (auto [M, N, K] : shapes) {
@@ -117,21 +120,7 @@ TEST(GemmBf16, Avx512Bf16Blocking) {
     for (auto [M, N, K] :
          {std::tuple{50, 1000, 1601}, {301, 40, 770}, {13, 800, 64}, {20, 2100, 100}})
       for (int ta = 0; ta < 2; ++ta)
-        for (int tb = 0; tb < 2; ++tb) {
-          auto A = test::randn(size_t(M) * K, seed++), B = test::randn(size_t(K) * N, seed++);
-          auto C = test::randn(size_t(M) * N, seed++);
-          std::vector<double> Ar(A.size()), Br(B.size()), Cr(C.begin(), C.end());
-          for (size_t i = 0; i < A.size(); ++i) Ar[i] = bf16_to_f32(f32_to_bf16(A[i]));
-          for (size_t i = 0; i < B.size(); ++i) Br[i] = bf16_to_f32(f32_to_bf16(B[i]));
-          const int64_t lda = ta ? M : K, ldb = tb ? K : N;
-          ref::gemm<double>(ta, tb, M, N, K, 0.5f, Ar.data(), lda, Br.data(), ldb, 1.0f, Cr.data(),
-                            N);
-          cpu::gemm_bf16(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, C.data(), N);
-          EXPECT_TRUE(test::all_close(C, Cr, 1e-4, 2e-5 * std::sqrt(double(K)),
-                                      "M=" + std::to_string(M) + " N=" + std::to_string(N) +
-                                          " K=" + std::to_string(K) + " ta=" + std::to_string(ta) +
-                                          " tb=" + std::to_string(tb)));
-        }
+        for (int tb = 0; tb < 2; ++tb) check_case("blocking", ta, tb, M, N, K, 0.5f, 1.0f, seed);
   });
 }
 
