@@ -115,17 +115,16 @@ double amx_probe(int64_t iters) { return amx_enabled() ? amx::peak_probe(iters) 
 void set_amx(bool on) { amx_enabled() = on && cpu_has_amx_bf16() && amx::request_permission(); }
 
 // The AVX512-BF16 path needs the AVX-512 kernel table too (QKV_ISA=avx2 turns both off).
+static bool dpbf16_usable() { return dpbf16::supported() && std::string(isa_name()) == "avx512"; }
 static bool& dpbf16_enabled() {
-  static bool on = dpbf16::supported() && std::string(isa_name()) == "avx512";
+  static bool on = dpbf16_usable();
   return on;
 }
 bool avx512bf16_available() { return dpbf16_enabled(); }
 double avx512bf16_probe(int64_t iters) {
   return dpbf16_enabled() ? dpbf16::peak_probe(iters) : 0.0;
 }
-void set_avx512bf16(bool on) {
-  dpbf16_enabled() = on && dpbf16::supported() && std::string(isa_name()) == "avx512";
-}
+void set_avx512bf16(bool on) { dpbf16_enabled() = on && dpbf16_usable(); }
 const char* bf16_engine() {
   return amx_enabled() ? "AMX" : dpbf16_enabled() ? "AVX512-BF16" : "fp32 FMA";
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "qkv/backend/cpu/bf16_pairs.h"
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/cpu/isa_table.h"
 #include "qkv/backend/cpu/transpose16.h"
@@ -54,13 +55,6 @@ std::vector<uint16_t, AlignedAlloc<uint16_t>>& buf_b() {
 
 // 16 lanes of 32 bits (bf16 pairs) for transpose16.
 typedef int32_t v16si __attribute__((vector_size(64)));
-
-// Two rows of 16 floats as 16 bf16 pairs: lane j = (lo[j], hi[j]), lo in the low half.
-inline __m512i bf16_pairs(const float* lo, const float* hi) {
-  const __m512i a = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)));
-  const __m512i b = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi)));
-  return _mm512_or_si512(a, _mm512_slli_epi32(b, 16));
-}
 
 // Runs tile(p, kc) for every 16-row/column panel p < panels and k chunk kc < kchunks, each
 // thread taking a contiguous range of panels. by_k walks the chunks outside the panels: for a
@@ -103,7 +97,7 @@ void pack_a_tiles(uint16_t* PA, const float* A, int64_t lda, bool trans_a, int M
       v16si p[16];
       for (int q = 0; q < 16; ++q) {
         const float* r0 = A + int64_t(kc * kPairK + 2 * q) * lda + mp * kTile;
-        p[q] = (v16si)bf16_pairs(r0, r0 + lda);
+        p[q] = (v16si)bf16_pairs(_mm512_loadu_ps(r0), _mm512_loadu_ps(r0 + lda));
       }
       transpose16(p);
       for (int r = 0; r < kTile; ++r) _mm512_storeu_si512(dst + r * kPairK, (__m512i)p[r]);
@@ -215,10 +209,8 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
       // VNNI row: (B[k][j], B[k+1][j]) for each column j.
       for (int r = 0; r < kTile; ++r) {
         const float* r0 = B + int64_t(kc * kPairK + 2 * r) * ldb + np * kTile;
-        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0)));
-        const __m512i hi =
-            _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + ldb)));
-        _mm512_storeu_si512(dst + r * kPairK, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        _mm512_storeu_si512(dst + r * kPairK,
+                            bf16_pairs(_mm512_loadu_ps(r0), _mm512_loadu_ps(r0 + ldb)));
       }
       return;
     }

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "qkv/backend/cpu/bf16_pairs.h"
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/backend/cpu/transpose16.h"
 #include "qkv/core/dtype.h"
@@ -39,13 +40,6 @@ using PairVec = std::vector<uint32_t, AlignedAlloc<uint32_t>>;
 
 inline uint32_t pair_of(float lo, float hi) {
   return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16;
-}
-
-// Two rows of 16 floats as 16 bf16 pairs: lane j = (lo[j], hi[j]).
-inline __m512i pairs_across(__m512 lo, __m512 hi) {
-  const __m512i a = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
-  const __m512i b = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
-  return _mm512_or_si512(a, _mm512_slli_epi32(b, 16));
 }
 
 // 32 consecutive floats of one row as 16 pairs of consecutive k.
@@ -69,7 +63,7 @@ void pack_a_panel(uint32_t* dst, const float* A, int64_t lda, bool trans, int K,
     for (; q < nq && 2 * (q0 + q) + 1 < K; ++q) {
       const float* r0 = A + int64_t(2 * (q0 + q)) * lda + i0;
       const __m512i v =
-          pairs_across(_mm512_maskz_loadu_ps(m, r0), _mm512_maskz_loadu_ps(m, r0 + lda));
+          bf16_pairs(_mm512_maskz_loadu_ps(m, r0), _mm512_maskz_loadu_ps(m, r0 + lda));
       _mm512_mask_storeu_epi32(dst + int64_t(q) * MR, all, v);
     }
   } else if (rows == MR) {
@@ -111,7 +105,7 @@ void pack_b_panel(uint32_t* dst, const float* B, int64_t ldb, bool trans, int K,
       const float* r0 = B + int64_t(2 * (q0 + q)) * ldb + j0;
       for (int h = 0; h < NR; h += 16)
         _mm512_storeu_si512(dst + int64_t(q) * NR + h,
-                            pairs_across(_mm512_loadu_ps(r0 + h), _mm512_loadu_ps(r0 + ldb + h)));
+                            bf16_pairs(_mm512_loadu_ps(r0 + h), _mm512_loadu_ps(r0 + ldb + h)));
     }
   } else if (trans && cols == NR) {
     // Stored N x K (the weight in dX = dY W^T): 16 pairs of each of 16 columns, transposed.
