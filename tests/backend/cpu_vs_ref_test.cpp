@@ -272,6 +272,25 @@ TEST_P(CpuVsRef, SwigluAndRope) {
   }
 }
 
+// GELU and its derivative where the exponential saturates or vanishes (|x| up to 1e30, the
+// zero of the derivative near -0.75, the vector tail): finite, and as the reference.
+TEST_P(CpuVsRef, GeluExtremes) {
+  std::vector<float> x = {-1e30f, -1e6f,       -100.0f, -30.0f, -20.0f, -9.0f, -5.5f,
+                          -3.0f,  -0.7517916f, -1e-20f, 0.0f,   1e-20f, 0.5f,  3.0f,
+                          5.5f,   9.0f,        20.0f,   30.0f,  100.0f, 1e6f,  1e30f};
+  const size_t n = x.size();
+  std::vector<float> g1(n), g2(n), dy(n, 1.0f), d1(n, 0.0f), d2(n, 0.0f);
+  ref::gelu_forward(g1.data(), x.data(), int64_t(n));
+  cpu::gelu_forward(g2.data(), x.data(), int64_t(n));
+  ref::gelu_backward(d1.data(), x.data(), dy.data(), int64_t(n));
+  cpu::gelu_backward(d2.data(), x.data(), dy.data(), int64_t(n));
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(std::isfinite(g2[i]) && std::isfinite(d2[i])) << "x = " << x[i];
+    EXPECT_NEAR(g2[i], g1[i], 1e-6 + 1e-6 * std::abs(g1[i])) << "gelu at x = " << x[i];
+    EXPECT_NEAR(d2[i], d1[i], 1e-6) << "gelu' at x = " << x[i];
+  }
+}
+
 TEST_P(CpuVsRef, BiasGeluResidual) {
   for (auto [N, C] : std::vector<std::pair<int, int>>{{1, 1}, {3, 7}, {17, 97}, {4, 3072}}) {
     size_t n = size_t(N) * C;
