@@ -55,15 +55,17 @@ TEST_P(CpuVsRef, Gemm) {
 }
 
 // The blockings that only large products take: more than one block of columns (op(A) packed
-// once for all of them), many row blocks rounded to the thread count, and a C of over 4M
-// entries whose K (> KC = 384) stays one block. As the LM head (B^T) and its weight gradient
-// (A^T) meet them. The full reference would take seconds per product, so 3000 sampled entries
-// of C (every row block and column panel is hit) are recomputed as dot products in double.
+// once for all of them; one K block up to K = 1024, KC blocks beyond), many row blocks rounded
+// to the thread count, and a C of over 4M entries whose K (> KC = 384) stays one block. As the
+// LM head (B^T) and its weight gradient (A^T, read in place but for a short last micro-panel)
+// meet them; and a weight gradient of few rows (split K, A^T in place). The full reference
+// would take seconds per product, so 3000 sampled entries of C (every row block and column
+// panel is hit) are recomputed as dot products in double.
 TEST_P(CpuVsRef, GemmLargeBlockings) {
-  const std::vector<std::tuple<int, int, int, bool, bool>> cases = {{450, 2100, 40, false, true},
-                                                                    {100, 2100, 400, true, true},
-                                                                    {1100, 3850, 400, false, true},
-                                                                    {3850, 600, 1100, true, false}};
+  const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
+      {450, 2100, 40, false, true},   {100, 2100, 400, true, true},
+      {1100, 3850, 400, false, true}, {3850, 600, 1100, true, false},
+      {61, 2100, 1100, false, false}, {130, 300, 768, true, false}};
   uint64_t seed = 100;
   for (auto [M, N, K, ta, tb] : cases) {
     auto A = randn(size_t(M) * K, seed++);
