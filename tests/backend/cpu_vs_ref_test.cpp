@@ -31,6 +31,8 @@ TEST_P(CpuVsRef, Gemm) {
       {37, 101, 96},
       {200, 130, 777},
       {97, 2304, 64},
+      // At least 4 row blocks: K up to 768 is one block.
+      {400, 70, 700},
       // Decode's few rows (M <= 4): rows of B read as several streams, with remainders.
       {3, 77, 150},
       {1, 301, 768}};
@@ -101,7 +103,8 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
 TEST_P(CpuVsRef, GemmSameBitsForAnyThreadCount) {
   const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
       {128, 384, 768, true, false}, {130, 300, 700, false, true}, {65, 128, 768, true, false},
-      {768, 128, 512, false, true}, {100, 2100, 400, true, true}, {97, 64, 1000, false, false}};
+      {768, 128, 512, false, true}, {100, 2100, 400, true, true}, {97, 64, 1000, false, false},
+      {300, 200, 700, true, true}};
   const int threads = num_threads();
   uint64_t seed = 200;
   for (auto [M, N, K, ta, tb] : cases) {
