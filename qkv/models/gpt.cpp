@@ -275,8 +275,10 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
     }
     const float* mlp_in = post ? mid : L + la.ln2;  // pre-norm: ln_2 ran with the residual
     if (c.act == GPTConfig::Act::GeluTanh) {        // bias and GELU in the GEMM's epilogue
+      // The pre-activation is kept only for GELU's derivative: the derivative replaces it
+      // (computed here from the same exp, the backward pass only multiplies by it).
       nn::linear_gelu_forward(L + la.fch, L + la.fch_gelu, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F,
-                              prec_);
+                              prec_, L + la.fch);
     } else {
       nn::linear_forward(L + la.fch, mlp_in, P + w.fc_w, opt(w.fc_b), N, C, F, prec_);
       act_forward(L + la.fch_gelu, L + la.fch, N);
@@ -641,8 +643,9 @@ void GPT::mlp_proj_backward(float* dfch, float* dfch_act, float* dw, float* db, 
                             int64_t rows) const {
   const GPTConfig& c = config_;
   const int H = c.mlp_hidden(), F = c.fc_width();
-  if (c.act == GPTConfig::Act::GeluTanh) {  // GELU's derivative in the GEMM's epilogue
-    nn::linear_backward(dfch, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_, fch);
+  if (c.act == GPTConfig::Act::GeluTanh) {  // fch holds GELU's derivative (forward_trunk)
+    nn::linear_backward(dfch, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_, nullptr,
+                        fch);
     return;
   }
   nn::linear_backward(dfch_act, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_);

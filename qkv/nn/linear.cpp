@@ -21,25 +21,28 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 }
 
 void linear_gelu_forward(float* pre, float* act, const float* inp, const float* weight,
-                         const float* bias, int64_t N, int C, int OC, Precision p) {
+                         const float* bias, int64_t N, int C, int OC, Precision p, float* grad) {
   cpu::GemmEpilogue ep;
   ep.kind = cpu::GemmEpilogue::Kind::kBiasGelu;
   ep.bias = bias;
   ep.act = act;
   ep.ld_act = OC;
+  ep.grad = grad;
+  ep.ld_grad = OC;
   matmul(p, false, false, int(N), OC, C, 1.0f, inp, C, weight, OC, 0.0f, pre, OC, &ep);
 }
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, bool accumulate_dinp,
-                     Precision p, const float* gelu_pre) {
-  QKV_ASSERT(!(gelu_pre && accumulate_dinp));  // a GELU gradient is written, not added
+                     Precision p, const float* gelu_pre, const float* act_grad) {
+  // An activation's gradient is written, not added; one of the two forms.
+  QKV_ASSERT(!((gelu_pre || act_grad) && accumulate_dinp) && !(gelu_pre && act_grad));
   cpu::GemmEpilogue ep;
-  ep.kind = cpu::GemmEpilogue::Kind::kGeluGrad;
-  ep.pre = gelu_pre;
+  ep.kind = act_grad ? cpu::GemmEpilogue::Kind::kMul : cpu::GemmEpilogue::Kind::kGeluGrad;
+  ep.pre = act_grad ? act_grad : gelu_pre;
   ep.ld_pre = C;
   matmul(p, false, true, int(N), C, OC, 1.0f, dout, OC, weight, OC, accumulate_dinp ? 1.0f : 0.0f,
-         dinp, C, gelu_pre ? &ep : nullptr);
+         dinp, C, ep.pre ? &ep : nullptr);
   matmul(p, true, false, C, OC, int(N), 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);
   if (dbias) cpu::bias_backward(dbias, dout, N, OC);
 }

@@ -19,15 +19,20 @@ void matmul(Precision p, bool trans_a, bool trans_b, int M, int N, int K, float 
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC, Precision p = Precision::F32);
 // The MLP's first layer and its GELU in one pass over the output: pre (N,OC) = inp @ weight +
-// bias, act = gelu(pre); the same values as linear_forward then gelu_forward.
+// bias, act = gelu(pre); the same values as linear_forward then gelu_forward. With grad (N,OC),
+// also grad = gelu'(pre), for linear_backward's act_grad; grad may be pre itself (training keeps
+// the derivative instead of the pre-activation: the backward pass then only multiplies).
 void linear_gelu_forward(float* pre, float* act, const float* inp, const float* weight,
-                         const float* bias, int64_t N, int C, int OC, Precision p = Precision::F32);
+                         const float* bias, int64_t N, int C, int OC, Precision p = Precision::F32,
+                         float* grad = nullptr);
 // dinp (N,C) = dout @ weight^T (written when accumulate_dinp is false, else added);
 // dweight (C,OC) += inp^T @ dout; dbias (OC) += column sums of dout (if non-null).
 // With gelu_pre (N,C), the layer's input was gelu(gelu_pre) and dinp is the gradient of
 // gelu_pre instead: (dout @ weight^T) * gelu'(gelu_pre), written (accumulate_dinp must be false).
+// With act_grad (N,C) instead, the same with the derivative given: (dout @ weight^T) * act_grad.
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, bool accumulate_dinp = false,
-                     Precision p = Precision::F32, const float* gelu_pre = nullptr);
+                     Precision p = Precision::F32, const float* gelu_pre = nullptr,
+                     const float* act_grad = nullptr);
 
 }  // namespace qkv::nn

@@ -373,6 +373,27 @@ TEST_P(CpuVsRef, GemmEpilogues) {
     ref::gelu_backward(d_ref.data(), pre.data(), dact_ref.data(), int64_t(M) * N);
     EXPECT_TRUE(all_close(d_fused, d_ref, 1e-4, 2e-5 * std::sqrt(double(K)), "gelu grad " + at));
     EXPECT_TRUE(all_close(d_fused, d_sep, 0, 0, "gelu grad fused == separate " + at));
+    // The forward also saving gelu'(pre) over C itself (as training does), and the backward
+    // multiplying by it (kMul): the bits of kGeluGrad on the pre-activation.
+    std::vector<float> c_grad(c_fused.size()), act_grad(c_fused.size());
+    ep.act = act_grad.data();
+    ep.grad = c_grad.data();
+    ep.ld_grad = N;
+    cpu::gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, c_grad.data(), N, &ep);
+    EXPECT_TRUE(all_close(act_grad, act_fused, 0, 0, "gelu with its derivative saved " + at));
+    std::vector<float> ones(c_fused.size(), 1.0f), g_ref(c_fused.size(), 0.0f);
+    ref::gelu_backward(g_ref.data(), c_ref.data(), ones.data(), int64_t(M) * N);
+    EXPECT_TRUE(all_close(c_grad, g_ref, 1e-4, 2e-5 * std::sqrt(double(K)), "gelu' saved " + at));
+    cpu::GemmEpilogue em;
+    em.kind = cpu::GemmEpilogue::Kind::kGeluGrad;
+    em.pre = c_fused.data();
+    em.ld_pre = N;
+    std::vector<float> d_pre(c_fused.size()), d_mul(c_fused.size());
+    cpu::gemm(false, true, M, N, K, 1.0f, A.data(), K, Bt.data(), K, 0.0f, d_pre.data(), N, &em);
+    em.kind = cpu::GemmEpilogue::Kind::kMul;
+    em.pre = c_grad.data();
+    cpu::gemm(false, true, M, N, K, 1.0f, A.data(), K, Bt.data(), K, 0.0f, d_mul.data(), N, &em);
+    EXPECT_TRUE(all_close(d_mul, d_pre, 0, 0, "saved derivative == recomputed " + at));
   }
 }
 

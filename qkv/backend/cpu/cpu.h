@@ -24,13 +24,17 @@ bool isa_supported(const std::string& name);
 struct GemmEpilogue {
   enum class Kind {
     kBiasGelu,  // C[i][j] += bias[j] (bias may be null); act[i][j] = gelu(C[i][j]) (act may be
-                // null: the bias alone)
+                // null: the bias alone); with grad, also grad[i][j] = gelu'(C[i][j]) (grad may
+                // be C itself: the pre-activation is then replaced by the derivative)
     kGeluGrad,  // C[i][j] *= gelu'(pre[i][j])
+    kMul,       // C[i][j] *= pre[i][j] (a derivative saved by kBiasGelu's grad)
   };
   Kind kind = Kind::kBiasGelu;
   const float* bias = nullptr;
   float* act = nullptr;
   int64_t ld_act = 0;
+  float* grad = nullptr;
+  int64_t ld_grad = 0;
   const float* pre = nullptr;
   int64_t ld_pre = 0;
 };
