@@ -644,8 +644,7 @@ void GPT::mlp_proj_backward(float* dfch, float* dfch_act, float* dw, float* db, 
   const GPTConfig& c = config_;
   const int H = c.mlp_hidden(), F = c.fc_width();
   if (c.act == GPTConfig::Act::GeluTanh) {  // fch holds GELU's derivative (forward_trunk)
-    nn::linear_backward(dfch, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_, nullptr,
-                        fch);
+    nn::linear_backward(dfch, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_, fch);
     return;
   }
   nn::linear_backward(dfch_act, dw, db, dout, fch_act, w, rows, H, c.n_embd, false, prec_);

@@ -34,15 +34,14 @@ void linear_gelu_forward(float* pre, float* act, const float* inp, const float* 
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, bool accumulate_dinp,
-                     Precision p, const float* gelu_pre, const float* act_grad) {
-  // An activation's gradient is written, not added; one of the two forms.
-  QKV_ASSERT(!((gelu_pre || act_grad) && accumulate_dinp) && !(gelu_pre && act_grad));
+                     Precision p, const float* act_grad) {
+  QKV_ASSERT(!(act_grad && accumulate_dinp));  // an activation's gradient is written, not added
   cpu::GemmEpilogue ep;
-  ep.kind = act_grad ? cpu::GemmEpilogue::Kind::kMul : cpu::GemmEpilogue::Kind::kGeluGrad;
-  ep.pre = act_grad ? act_grad : gelu_pre;
+  ep.kind = cpu::GemmEpilogue::Kind::kMul;
+  ep.pre = act_grad;
   ep.ld_pre = C;
   matmul(p, false, true, int(N), C, OC, 1.0f, dout, OC, weight, OC, accumulate_dinp ? 1.0f : 0.0f,
-         dinp, C, ep.pre ? &ep : nullptr);
+         dinp, C, act_grad ? &ep : nullptr);
   matmul(p, true, false, C, OC, int(N), 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);
   if (dbias) cpu::bias_backward(dbias, dout, N, OC);
 }

@@ -27,12 +27,11 @@ void linear_gelu_forward(float* pre, float* act, const float* inp, const float* 
                          float* grad = nullptr);
 // dinp (N,C) = dout @ weight^T (written when accumulate_dinp is false, else added);
 // dweight (C,OC) += inp^T @ dout; dbias (OC) += column sums of dout (if non-null).
-// With gelu_pre (N,C), the layer's input was gelu(gelu_pre) and dinp is the gradient of
-// gelu_pre instead: (dout @ weight^T) * gelu'(gelu_pre), written (accumulate_dinp must be false).
-// With act_grad (N,C) instead, the same with the derivative given: (dout @ weight^T) * act_grad.
+// With act_grad (N,C), the layer's input was an activation act(pre) whose derivative act'(pre)
+// is act_grad (as linear_gelu_forward saves it), and dinp is the gradient of pre instead:
+// (dout @ weight^T) * act_grad, written (accumulate_dinp must be false).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC, bool accumulate_dinp = false,
-                     Precision p = Precision::F32, const float* gelu_pre = nullptr,
-                     const float* act_grad = nullptr);
+                     Precision p = Precision::F32, const float* act_grad = nullptr);
 
 }  // namespace qkv::nn
