@@ -174,7 +174,6 @@ TrainResult train(const TrainOptions& opt_in) {
   const int64_t decay_iters = opt.lr_decay_iters < 0 ? opt.max_iters : opt.lr_decay_iters;
 
   GPT model(opt.model);
-  model.set_matmul_precision(opt.dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
   const AdamWConfig adam_cfg{opt.beta1, opt.beta2, 1e-8f, opt.weight_decay};
   AdamW adam(model, adam_cfg);
   int64_t start = 0;
@@ -214,6 +213,8 @@ TrainResult train(const TrainOptions& opt_in) {
                           "encoder.json", "vocab.bpe"})
       std::remove((opt.out + "/" + f).c_str());
   }
+  // After loading: a model read from --model comes with fp32 matmuls.
+  model.set_matmul_precision(opt.dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
   // Fine-tuning controls: frozen tensors leave the optimizer; LoRA adapters join it.
   const bool partial = !opt.freeze.empty() || opt.lora_rank > 0;
   Trainable tr;
