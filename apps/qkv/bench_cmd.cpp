@@ -18,7 +18,7 @@ void add_bench(CLI::App& app) {
       "bench", "Measure speed: train, forward, generate, gemm or attention (random weights)");
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   struct Args {
-    std::string what, preset = "gpt2", dtype = "fp32", model;
+    std::string what, preset = "gpt2", dtype = "fp32", model, parallel = "auto";
     int batch_size = 4, block_size = 256, prompt_tokens = 128, new_tokens = 32, steps = 5,
         threads = 0;
     int m = 1024, n = 2304, k = 768, heads = 12, head_dim = 64;
@@ -52,6 +52,11 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--new-tokens", a->new_tokens, "Decoded tokens (generate)")
       ->capture_default_str();
   cmd->add_option("--steps", a->steps, "Timed repetitions")->capture_default_str();
+  cmd->add_option("--parallel", a->parallel,
+                  "train: how threads share a step: batch (each its share of the sequences, "
+                  "with a model replica), ops (every op split), or auto (as qkv train)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "batch", "ops"}));
   cmd->add_option("-m", a->m, "GEMM M")->capture_default_str();
   cmd->add_option("-n", a->n, "GEMM N")->capture_default_str();
   cmd->add_option("-k", a->k, "GEMM K")->capture_default_str();
@@ -106,7 +111,7 @@ void add_bench(CLI::App& app) {
       GPTConfig c = GPTConfig::preset(a->preset);
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
                 "--batch-size and --block-size must be >= 1");
-      auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps, a->dtype);
+      auto r = perf::bench_train(c, a->batch_size, a->block_size, a->steps, a->dtype, a->parallel);
       // The peak of the units the matmuls run on: for bf16 AMX tiles or AVX512-BF16 dot
       // products (when present), else FMA.
       const bool bf16 = a->dtype == "bf16";
@@ -116,6 +121,7 @@ void add_bench(CLI::App& app) {
       j.update({{"preset", a->preset},
                 {"batch_size", a->batch_size},
                 {"block_size", a->block_size},
+                {"parallel", r.ways > 1 ? "batch" : "ops"},
                 {"tokens_per_sec", r.tokens_per_sec},
                 {"gflops", r.gflops},
                 {"peak_gflops", peak},
@@ -123,11 +129,11 @@ void add_bench(CLI::App& app) {
                 {"step", stats(r.step)}});
       if (!a->json)
         std::printf(
-            "train %s %s B=%d T=%d: %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the %.0f GFLOP/s %s "
-            "peak); step %.3f s [%.3f, %.3f]\n",
-            a->preset.c_str(), a->dtype.c_str(), a->batch_size, a->block_size, r.tokens_per_sec,
-            r.gflops, 100 * r.gflops / peak, peak, peak_name.c_str(), r.step.median, r.step.min,
-            r.step.max);
+            "train %s %s B=%d T=%d (%s-parallel): %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the "
+            "%.0f GFLOP/s %s peak); step %.3f s [%.3f, %.3f]\n",
+            a->preset.c_str(), a->dtype.c_str(), a->batch_size, a->block_size,
+            r.ways > 1 ? "batch" : "ops", r.tokens_per_sec, r.gflops, 100 * r.gflops / peak, peak,
+            peak_name.c_str(), r.step.median, r.step.min, r.step.max);
     } else if (a->what == "forward") {
       QKV_CHECK(a->batch_size >= 1 && a->block_size >= 1,
                 "--batch-size and --block-size must be >= 1");

@@ -139,6 +139,13 @@ void add_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Threads (0: OMP_NUM_THREADS if set, else all cores)")
       ->capture_default_str();
+  cmd->add_option("--parallel", a->o.parallel,
+                  "How the threads share a step: batch (each thread its share of the sequences, "
+                  "on a model replica; one more fp32 gradient buffer per thread), ops (every op "
+                  "split across the threads), or auto (batch for equal shares, when the extra "
+                  "gradients take at most 2 GiB)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "batch", "ops"}));
   cmd->add_flag("--resume", a->o.resume,
                 "Continue from the checkpoint in --out (weights, optimizer, step)");
   cmd->add_flag("--quiet", a->o.quiet, "No progress output");
@@ -215,9 +222,9 @@ void add_train(CLI::App& app) {
       if (given("--grad-clip")) t.grad_clip = a->o.grad_clip;
       if (given("--eval-interval")) t.eval_interval = a->o.eval_interval;
       QKV_CHECK(a->o.init_from.empty() && a->o.objective == "clm" && a->o.freeze.empty() &&
-                    a->o.lora_rank == 0,
-                "--model, --objective, --freeze and --lora-rank are for decoder and encoder "
-                "models, not --arch encoder-decoder");
+                    a->o.lora_rank == 0 && a->o.parallel != "batch",
+                "--model, --objective, --freeze, --lora-rank and --parallel batch are for "
+                "decoder and encoder models, not --arch encoder-decoder");
       t.resume = a->o.resume;
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);

@@ -124,6 +124,15 @@ float* GPT::grad_data() {
   return grads_buf_.data();
 }
 
+GPT GPT::make_replica() const {
+  QKV_CHECK(fp32_weights_, "[gpt] a model without fp32 weights cannot train");
+  GPT r(config_);
+  r.params_buf_ = AlignedVector<float>();  // reads this model's instead
+  r.shared_ = shared_ ? shared_ : this;
+  r.prec_ = prec_;
+  return r;
+}
+
 float* GPT::param(const std::string& name) {
   for (const auto& p : params_)
     if (p.name == name) return params_buf_.data() + p.offset;
@@ -210,7 +219,7 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
   std::copy(ids, ids + N, ids_.begin());
   have_targets_ = false;
 
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   float* A = acts_.data();
   const LayerActs la = layer_acts(B, T, c);
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
@@ -306,7 +315,7 @@ const float* GPT::forward_trunk(const int32_t* ids, int B, int T, const int32_t*
 
 const float* GPT::head_input(const float* x) {
   if (!config_.final_norm()) return x;  // post-norm: the last block already normalised
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   float* A = acts_.data();
   norm_forward(A + act_lnf_, A + act_lnf_mean_, A + act_lnf_rstd_, x, P + lnf_w_,
                lnf_b_ == kNone ? nullptr : P + lnf_b_, int64_t(B_) * T_, config_.n_embd,
@@ -324,7 +333,7 @@ float GPT::forward(const int32_t* ids, const int32_t* targets, int B, int T, con
                 targets[i], i);
   const float* x = forward_trunk(ids, B, T, lens);
   classify_ = false;
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   float* A = acts_.data();
   // logits = ln_f(x) @ wte^T (post-norm: x @ wte^T, the last block already normalised).
   const float* head_in = head_input(x);
@@ -358,7 +367,7 @@ float GPT::forward_classify(const int32_t* ids, const int32_t* lens, const int32
       QKV_CHECK(labels[b] < K, "[gpt] label {} of sequence {} is outside [0, {})", labels[b], b, K);
   const float* x = forward_trunk(ids, B, T, lens);
   classify_ = true;
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   const float* head_in = head_input(x);
   // Mean over each sequence's own tokens, in double (B is small; the order is fixed).
   cls_pooled_.assign(size_t(B) * C, 0.0f);
@@ -403,7 +412,7 @@ void GPT::backward(float loss_scale) {
   const bool post = !c.final_norm();
   const int64_t N = int64_t(B) * T;
   float* G = grad_data();
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   float* A = acts_.data();
   // Gradient scratch, planned once per (B, T): dres, dln, datty (N,C); dqkv (N,QW); dfch_gelu
   // (N,H), dfch (N,F).
@@ -480,7 +489,7 @@ void GPT::backward_trunk() {
   const int64_t N = int64_t(B) * T;
   const LayerActs la = layer_acts(B, T, c);
   float* G = grad_data();
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   float* A = acts_.data();
   const size_t g_dres = 0, g_dln = g_dres + N * C, g_datty = g_dln + N * C,
                g_dqkv = g_datty + N * C, g_dfchg = g_dqkv + N * QW, g_dfch = g_dfchg + N * H;
@@ -659,7 +668,7 @@ void GPT::final_norm(const float* x, int rows, float* out) const {
     return;
   }
   std::vector<float> mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows));
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   norm_forward(out, mean.data(), rstd.data(), x, P + lnf_w_, lnf_b_ == kNone ? nullptr : P + lnf_b_,
                rows, config_.n_embd, config_.ln_eps);
 }
@@ -777,7 +786,7 @@ size_t GPT::inference_weight_bytes() const {
 
 void GPT::infer_linear(float* out, const float* inp, int n, int slot, size_t w_off, size_t b_off,
                        int K, int N, float* gelu_out) {
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   cpu::GemmEpilogue ep;
   ep.bias = b_off == kNone ? nullptr : P + b_off;
   ep.act = gelu_out;
@@ -822,7 +831,7 @@ float* GPT::forward_cached(const int32_t* ids, int n) {
   for (int i = 0; i < n; ++i)
     QKV_CHECK(ids[i] >= 0 && ids[i] < V, "[gpt] token id {} is outside the vocabulary [0, {})",
               ids[i], V);
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   auto opt = [&](size_t off) { return off == kNone ? nullptr : P + off; };
   const InferScratch S = infer_scratch();
   float *x = S.x, *ln = S.ln, *atty = S.atty, *tmp = S.tmp, *qkv = S.qkv, *fch = S.fch;
@@ -956,7 +965,7 @@ void GPT::head_norm(float* out, const float* x, int rows) const {
     return;
   }
   float mean[32], rstd[32];
-  const float* P = params_buf_.data();
+  const float* P = pdata();
   for (int r0 = 0; r0 < rows; r0 += 32) {
     const int cnt = std::min(32, rows - r0);
     norm_forward(out + size_t(r0) * config_.n_embd, mean, rstd, x + size_t(r0) * config_.n_embd,

@@ -37,6 +37,11 @@ class GPT {
   float* param_data() { return params_buf_.data(); }
   const float* param_data() const { return params_buf_.data(); }
   float* grad_data();  // allocated on first use
+  // A model for data-parallel training: the same configuration and matmul precision, its own
+  // activations and gradient buffer, and this model's parameters, read in place (not copied),
+  // so updates to them are seen at once. A replica only runs forward() and backward(); this
+  // model must stay where it is (not moved or destroyed) while the replica is used.
+  GPT make_replica() const;
   float* param(const std::string& name);
 
   // GPT-2 init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), biases 0,
@@ -184,7 +189,11 @@ class GPT {
   // pos0 + r % T (inverse: the backward pass).
   void rotate_qk(float* qkv, int64_t rows, int T, int64_t pos0, bool inverse) const;
 
+  // The parameters the passes read: this model's, or the primary's for a replica.
+  const float* pdata() const { return shared_ ? shared_->params_buf_.data() : params_buf_.data(); }
+
   GPTConfig config_;
+  const GPT* shared_ = nullptr;  // the model whose parameters a replica reads
   nn::Precision prec_ = nn::Precision::F32;
   const Hooks* hooks_ = nullptr;
   bool hooked_pass_ = false;  // the last forward ran hooks

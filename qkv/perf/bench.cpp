@@ -13,9 +13,11 @@
 #include "qkv/core/aligned.h"
 #include "qkv/core/error.h"
 #include "qkv/core/file.h"
+#include "qkv/core/parallel.h"
 #include "qkv/core/rng.h"
 #include "qkv/io/svg_plot.h"
 #include "qkv/models/gpt.h"
+#include "qkv/train/batch_parallel.h"
 #include "qkv/train/optimizer.h"
 
 namespace qkv::perf {
@@ -75,13 +77,15 @@ double train_flops_per_token(const GPTConfig& c, int T) {
   return 6 * matmul_params + 12 * L * C * T;
 }
 
-TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std::string& dtype) {
+TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std::string& dtype,
+                       const std::string& parallel) {
   QKV_CHECK(T <= cfg.block_size, "[bench] --block-size {} exceeds the model's context {}", T,
             cfg.block_size);
   GPT model(cfg);
   model.init_weights(1);
   model.set_matmul_precision(dtype == "bf16" ? nn::Precision::BF16 : nn::Precision::F32);
   AdamW opt(model, {});
+  BatchParallel bp(model, batch_parallel_ways(parallel, cfg, B, num_threads()));
   Rng rng(7, 0);
   std::vector<int32_t> x(size_t(B) * T), y(size_t(B) * T);
   for (auto& v : x) v = int32_t(rng.below(uint64_t(cfg.vocab_size)));
@@ -89,13 +93,14 @@ TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps, const std:
   std::vector<double> times;
   for (int s = -2; s < steps; ++s) {  // two warm-up steps
     auto t0 = Clock::now();
-    model.zero_grad();
-    model.forward(x.data(), y.data(), B, T);
-    model.backward();
+    bp.zero_grad();
+    bp.forward_backward(x.data(), y.data(), B, T);
+    bp.reduce_grads();
     opt.step(1e-4f, grad_clip_factor(model.grad_data(), model.num_params(), 1.0f));
     if (s >= 0) times.push_back(since(t0));
   }
   TrainBench r;
+  r.ways = bp.ways();
   r.step = summarize(times);
   r.tokens_per_sec = double(B) * T / r.step.median;
   r.gflops = r.tokens_per_sec * train_flops_per_token(cfg, T) / 1e9;

@@ -27,10 +27,12 @@ double measure_bf16_peak_gflops();
 
 struct TrainBench {
   double tokens_per_sec = 0, gflops = 0, peak_gflops = 0;
+  int ways = 1;  // batch-parallel ways the step ran with (1: ops split across threads)
   Stats step;
 };
+// parallel: "auto", "batch" or "ops", as qkv train's --parallel (batch_parallel.h).
 TrainBench bench_train(const GPTConfig& cfg, int B, int T, int steps,
-                       const std::string& dtype = "fp32");
+                       const std::string& dtype = "fp32", const std::string& parallel = "auto");
 
 // Forward passes only (no targets), with hooks at every site: "none" (the plain pass), "noop"
 // (a function that does nothing) or "cache" (a copy of every activation).

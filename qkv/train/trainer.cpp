@@ -17,6 +17,7 @@
 #include "qkv/io/safetensors.h"
 #include "qkv/models/gpt.h"
 #include "qkv/tokenizer/tokenizer.h"
+#include "qkv/train/batch_parallel.h"
 #include "qkv/train/lora.h"
 #include "qkv/train/optimizer.h"
 
@@ -228,6 +229,12 @@ TrainResult train(const TrainOptions& opt_in) {
   const std::vector<bool>& frozen = tr.frozen;
   const std::unique_ptr<Lora>& lora = tr.lora;
   const std::vector<ParamRef>& refs = tr.refs;
+  // Batch-parallel (each thread its share of the sequences, on a model replica) for the plain
+  // path; frozen tensors and LoRA adapters split every op across the threads.
+  BatchParallel bp(model,
+                   partial ? 1 : batch_parallel_ways(opt.parallel, opt.model, B, num_threads()));
+  QKV_CHECK(!partial || opt.parallel != "batch",
+            "--parallel batch does not apply to --freeze or LoRA fine-tuning (use auto or ops)");
   tok->save(opt.out);
   write_file_atomic(opt.out + "/config.json", opt.model.to_json().dump(2) + "\n");
 
@@ -238,10 +245,10 @@ TrainResult train(const TrainOptions& opt_in) {
   if (!opt.quiet)
     std::printf(
         "model: %lld parameters (%d layers, %d heads, %d channels, block %d, vocab %d); "
-        "data: %zu train / %zu val tokens; %d threads, %s matmuls\n",
+        "data: %zu train / %zu val tokens; %d threads (%s-parallel), %s matmuls\n",
         static_cast<long long>(opt.model.num_params()), opt.model.n_layer, opt.model.n_head,
         opt.model.n_embd, T, opt.model.vocab_size, split.train.size(), split.val.size(),
-        num_threads(), opt.dtype.c_str());
+        num_threads(), bp.ways() > 1 ? "batch" : "ops", opt.dtype.c_str());
 
   const int G = opt.grad_accum;
   std::vector<int32_t> x(size_t(G) * B * T), y(size_t(G) * B * T);
@@ -259,7 +266,7 @@ TrainResult train(const TrainOptions& opt_in) {
       const uint64_t stream = kEvalStream + uint64_t(step) * 4096 + uint64_t(k);
       sample_batch(split.val, B, T, opt.seed, stream, x.data(), y.data(), "validation");
       mask_batch(int64_t(B) * T, stream);
-      sum += model.forward(x.data(), y.data(), B, T);
+      sum += bp.forward(x.data(), y.data(), B, T);
     }
     return float(sum / opt.eval_iters);
   };
@@ -327,16 +334,16 @@ TrainResult train(const TrainOptions& opt_in) {
       lora->apply();
       lora->zero_grad();
     }
-    model.zero_grad();
+    bp.zero_grad();
     float loss = 0.0f;
     for (int g = 0; g < G; ++g) {
       const size_t off = size_t(g) * B * T;
-      const float l = model.forward(x.data() + off, y.data() + off, B, T);
+      const float l = bp.forward_backward(x.data() + off, y.data() + off, B, T, 1.0f / float(G));
       QKV_CHECK(std::isfinite(l),
                 "training diverged at step {}: loss is {} (lower --learning-rate?)", it, l);
-      model.backward(1.0f / float(G));
       loss += l / float(G);
     }
+    bp.reduce_grads();
     if (partial) {
       if (lora) lora->accumulate_grads();
       partial_adam->step(lr, grad_clip_factor(refs, opt.grad_clip));

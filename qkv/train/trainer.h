@@ -20,6 +20,10 @@ struct TrainOptions {
   std::string dtype =
       "fp32";  // matmul precision: fp32, or bf16 (mixed precision, fp32 master weights)
   int batch_size = 12;
+  // How the threads share a step: "batch" (each thread its share of the sequences, on a model
+  // replica; fastest for small models), "ops" (every op split across the threads), or "auto"
+  // (batch_parallel_ways' rule). Results are deterministic for a fixed thread count and mode.
+  std::string parallel = "auto";
   // Micro-batches of batch_size per optimizer step: the step sees grad_accum * batch_size
   // sequences (the same ones a batch that large would draw), at the memory of one micro-batch.
   int grad_accum = 1;

@@ -151,6 +151,11 @@ TEST(Cli, BadInputGivesOneLineAndExitOne) {
   expect_user_error("frobnicate", "frobnicate");
   expect_user_error("train --data " + corpus() + " --out " + d + "/o --batch-size 0",
                     "--batch-size");
+  expect_user_error(
+      "train --data " + corpus() + " --out " + d + "/o --parallel batch --batch-size 1 --threads 2",
+      "a batch of 1 sequences cannot give each of 2 threads one");
+  expect_user_error("train --data " + corpus() + " --out " + d + "/o --parallel rows",
+                    "--parallel");
 
   // A model directory, then broken copies of it.
   std::string m = d + "/model";

@@ -10,6 +10,7 @@
 #include "qkv/data/dataset.h"
 #include "qkv/infer/generator.h"
 #include "qkv/models/gpt.h"
+#include "qkv/train/batch_parallel.h"
 #include "qkv/train/optimizer.h"
 #include "tests/test_util.h"
 
@@ -60,6 +61,31 @@ TEST(NoAlloc, TrainingStepAllocatesNothing) {
   for (int it = 1; it < 4; ++it) step(it);
   g_armed = false;
   EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 training steps";
+}
+
+TEST(NoAlloc, BatchParallelStepAllocatesNothing) {
+  GPT model(test::tiny_config(2, 4, 64, 80, 71));
+  model.init_weights(1);
+  AdamW opt(model, {});
+  BatchParallel bp(model, 2);
+  std::vector<int32_t> data(5000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = int32_t((i * 7919) % 71);
+  const int B = 5, T = 80;
+  std::vector<int32_t> x(B * T), y(B * T);
+  auto step = [&](int it) {
+    sample_batch(data, B, T, 1, uint64_t(it), x.data(), y.data());
+    bp.zero_grad();
+    bp.forward_backward(x.data(), y.data(), B, T);
+    bp.reduce_grads();
+    clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
+    opt.step(lr_schedule(it, 1e-3f, 1e-4f, 2, 10));
+  };
+  step(0);  // plans the buffers
+  g_allocs = 0;
+  g_armed = true;
+  for (int it = 1; it < 4; ++it) step(it);
+  g_armed = false;
+  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 batch-parallel training steps";
 }
 
 TEST(NoAlloc, DecodeStepAllocatesNothing) {
