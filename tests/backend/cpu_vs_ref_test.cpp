@@ -60,14 +60,21 @@ TEST_P(CpuVsRef, Gemm) {
 // once for all of them; one K block up to K = 1024, KC blocks beyond), many row blocks rounded
 // to the thread count, and a C of over 4M entries whose K (> KC = 384) stays one block. As the
 // LM head (B^T) and its weight gradient (A^T, read in place but for a short last micro-panel)
-// meet them; and a weight gradient of few rows (split K, A^T in place). The full reference
+// meet them; and a weight gradient of few rows (split K, A^T in place). With many rows and
+// columns a row-major A is read in place, but for a short last micro-panel. The full reference
 // would take seconds per product, so 3000 sampled entries of C (every row block and column
 // panel is hit) are recomputed as dot products in double.
 TEST_P(CpuVsRef, GemmLargeBlockings) {
   const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
-      {450, 2100, 40, false, true},   {100, 2100, 400, true, true},
-      {1100, 3850, 400, false, true}, {3850, 600, 1100, true, false},
-      {61, 2100, 1100, false, false}, {130, 300, 768, true, false}};
+      {450, 2100, 40, false, true},
+      {100, 2100, 400, true, true},
+      {1100, 3850, 400, false, true},
+      {3850, 600, 1100, true, false},
+      {61, 2100, 1100, false, false},
+      {130, 300, 768, true, false},
+      // Many rows and columns, row-major A read in place (a short last micro-panel packed),
+      // K in three blocks.
+      {500, 2100, 1100, false, false}};
   uint64_t seed = 100;
   for (auto [M, N, K, ta, tb] : cases) {
     auto A = randn(size_t(M) * K, seed++);
@@ -95,6 +102,29 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
     }
     EXPECT_EQ(bad, 0);
   }
+}
+
+// A row-major A with a leading dimension of a multiple of 1024 floats is packed, not read in
+// place (its rows would share one L1 set): the row-block, split-K (few rows, K in two blocks on
+// two threads) and many-column paths, against the reference with the same strides.
+TEST_P(CpuVsRef, GemmAStrideOfWholePages) {
+  const std::vector<std::tuple<int, int, int, int>> cases = {
+      {400, 300, 700, 1024}, {100, 200, 700, 1024}, {400, 2100, 100, 2048}, {37, 70, 1500, 3072}};
+  uint64_t seed = 300;
+  for (auto [M, N, K, lda] : cases)
+    for (int tb = 0; tb < 2; ++tb) {
+      auto A = randn(size_t(M) * lda, seed++);
+      auto B = randn(size_t(K) * N, seed++);
+      auto C0 = randn(size_t(M) * N, seed++);
+      auto c_ref = C0, c_cpu = C0;
+      const int64_t ldb = tb ? K : N;
+      ref::gemm<float>(false, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, c_ref.data(),
+                       N);
+      cpu::gemm(false, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, c_cpu.data(), N);
+      EXPECT_TRUE(all_close(c_cpu, c_ref, 1e-4, 2e-5 * std::sqrt(double(K)),
+                            "gemm M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                " K=" + std::to_string(K) + " lda=" + std::to_string(lda)));
+    }
 }
 
 // The GEMM's results do not depend on the thread count (docs/architecture.md): row blocks,
