@@ -104,20 +104,25 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
   }
 }
 
-// A row-major A with a leading dimension of a multiple of 1024 floats is packed, not read in
-// place (its rows would share one L1 set): the row-block, split-K (few rows, K in two blocks on
-// two threads) and many-column paths, against the reference with the same strides.
+// A row-major A (or the split-K path's row-major B) with a leading dimension of a multiple of
+// 1024 floats is packed, not read in place (its rows would share one L1 set): the row-block,
+// split-K (few rows, K in two blocks on two threads) and many-column paths, against the
+// reference with the same strides.
 TEST_P(CpuVsRef, GemmAStrideOfWholePages) {
-  const std::vector<std::tuple<int, int, int, int>> cases = {
-      {400, 300, 700, 1024}, {100, 200, 700, 1024}, {400, 2100, 100, 2048}, {37, 70, 1500, 3072}};
+  // (M, N, K, lda, ldb of a row-major B; 0: N)
+  const std::vector<std::tuple<int, int, int, int, int>> cases = {{400, 300, 700, 1024, 0},
+                                                                  {100, 200, 700, 1024, 0},
+                                                                  {400, 2100, 100, 2048, 0},
+                                                                  {37, 70, 1500, 3072, 0},
+                                                                  {100, 200, 700, 700, 1024}};
   uint64_t seed = 300;
-  for (auto [M, N, K, lda] : cases)
+  for (auto [M, N, K, lda, ldb_rm] : cases)
     for (int tb = 0; tb < 2; ++tb) {
+      const int64_t ldb = tb ? K : ldb_rm ? ldb_rm : N;
       auto A = randn(size_t(M) * lda, seed++);
-      auto B = randn(size_t(K) * N, seed++);
+      auto B = randn(size_t(tb ? N : K) * ldb, seed++);
       auto C0 = randn(size_t(M) * N, seed++);
       auto c_ref = C0, c_cpu = C0;
-      const int64_t ldb = tb ? K : N;
       ref::gemm<float>(false, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, c_ref.data(),
                        N);
       cpu::gemm(false, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 1.0f, c_cpu.data(), N);
