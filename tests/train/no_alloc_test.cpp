@@ -1,6 +1,7 @@
 // "No heap allocation per training step": after a warm-up step, a whole step (batch sampling,
-// forward, backward, clipping, AdamW) must not call operator new. Counted by replacing the
-// global operator new in this test binary; the counter is only armed around the measured steps.
+// forward, backward, clipping, AdamW; ops- or batch-parallel) must not call operator new. Counted
+// by replacing the global operator new in this test binary; the counter is only armed around the
+// measured steps.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -33,59 +34,35 @@ void operator delete[](void* p, size_t) noexcept { std::free(p); }
 namespace qkv {
 namespace {
 
+// Both ways of using the threads: ways 1 (every op split) and 2 (batch-parallel, with a model
+// replica; 5 sequences give uneven shares).
 TEST(NoAlloc, TrainingStepAllocatesNothing) {
-  GPTConfig c;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_embd = 64;
-  c.block_size = 80;  // more than one attention block
-  c.vocab_size = 71;
-  GPT model(c);
-  model.init_weights(1);
-  AdamW opt(model, {});
-  std::vector<int32_t> data(5000);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = int32_t((i * 7919) % 71);
-  const int B = 3, T = 80;
-  std::vector<int32_t> x(B * T), y(B * T);
-  auto step = [&](int it) {
-    sample_batch(data, B, T, 1, uint64_t(it), x.data(), y.data());
-    model.zero_grad();
-    model.forward(x.data(), y.data(), B, T);
-    model.backward();
-    clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
-    opt.step(lr_schedule(it, 1e-3f, 1e-4f, 2, 10));
-  };
-  step(0);  // plans the buffers
-  g_allocs = 0;
-  g_armed = true;
-  for (int it = 1; it < 4; ++it) step(it);
-  g_armed = false;
-  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 training steps";
-}
-
-TEST(NoAlloc, BatchParallelStepAllocatesNothing) {
-  GPT model(test::tiny_config(2, 4, 64, 80, 71));
-  model.init_weights(1);
-  AdamW opt(model, {});
-  BatchParallel bp(model, 2);
-  std::vector<int32_t> data(5000);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = int32_t((i * 7919) % 71);
-  const int B = 5, T = 80;
-  std::vector<int32_t> x(B * T), y(B * T);
-  auto step = [&](int it) {
-    sample_batch(data, B, T, 1, uint64_t(it), x.data(), y.data());
-    bp.zero_grad();
-    bp.forward_backward(x.data(), y.data(), B, T);
-    bp.reduce_grads();
-    clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
-    opt.step(lr_schedule(it, 1e-3f, 1e-4f, 2, 10));
-  };
-  step(0);  // plans the buffers
-  g_allocs = 0;
-  g_armed = true;
-  for (int it = 1; it < 4; ++it) step(it);
-  g_armed = false;
-  EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 batch-parallel training steps";
+  for (int ways : {1, 2}) {
+    // 80 positions: more than one attention block.
+    GPT model(test::tiny_config(2, 4, 64, 80, 71));
+    model.init_weights(1);
+    AdamW opt(model, {});
+    BatchParallel bp(model, ways);
+    std::vector<int32_t> data(5000);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = int32_t((i * 7919) % 71);
+    const int B = 5, T = 80;
+    std::vector<int32_t> x(B * T), y(B * T);
+    auto step = [&](int it) {
+      sample_batch(data, B, T, 1, uint64_t(it), x.data(), y.data());
+      bp.zero_grad();
+      bp.forward_backward(x.data(), y.data(), B, T);
+      bp.reduce_grads();
+      clip_grad_norm(model.grad_data(), model.num_params(), 1.0f);
+      opt.step(lr_schedule(it, 1e-3f, 1e-4f, 2, 10));
+    };
+    step(0);  // plans the buffers
+    g_allocs = 0;
+    g_armed = true;
+    for (int it = 1; it < 4; ++it) step(it);
+    g_armed = false;
+    EXPECT_EQ(g_allocs.load(), 0) << "operator new calls during 3 training steps, " << ways
+                                  << " way(s)";
+  }
 }
 
 TEST(NoAlloc, DecodeStepAllocatesNothing) {
