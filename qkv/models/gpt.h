@@ -73,6 +73,7 @@ class GPT {
   // must outlive its use. A forward pass whose hooks changed activations is for analysis:
   // backward() refuses it.
   void set_hooks(const Hooks* hooks) { hooks_ = hooks && !hooks->empty() ? hooks : nullptr; }
+  bool has_hooks() const { return hooks_ != nullptr; }
   // The exact attention probabilities of the last forward pass for (layer, batch item, head):
   // (T, T) row-major into out, recomputed from that pass's queries, keys and per-row normaliser
   // (log-sum-exp), so the fast kernel itself never stores them. Rows of masked keys are 0.

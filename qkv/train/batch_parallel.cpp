@@ -6,7 +6,6 @@
 
 #include "qkv/backend/cpu/cpu.h"
 #include "qkv/core/error.h"
-#include "qkv/core/parallel.h"
 
 namespace qkv {
 
@@ -56,6 +55,8 @@ void BatchParallel::zero_grad() {
 float BatchParallel::run(const int32_t* ids, const int32_t* targets, int B, int T, bool backward,
                          float loss_scale) {
   QKV_CHECK(B >= ways_, "[batch-parallel] a batch of {} sequences for {} threads", B, ways_);
+  // Hooks would run on the model's share only: analysis runs on the model itself.
+  QKV_CHECK(!model_->has_hooks(), "[batch-parallel] the model has hooks set; run it directly");
   if (backward) QKV_CHECK(targets != nullptr, "[batch-parallel] backward needs targets");
   // Counted targets per share, so each share's mean loss gets its weight in the batch's.
   int64_t total = 0;

@@ -26,7 +26,7 @@ int batch_parallel_ways(const std::string& mode, const GPTConfig& config, int ba
 class BatchParallel {
  public:
   // ways >= 1 threads, each with one share; ways - 1 replicas are made. The model must outlive
-  // this object and stay where it is.
+  // this object and stay where it is, and have no hooks set while ways > 1.
   BatchParallel(GPT& model, int ways);
 
   int ways() const { return ways_; }

@@ -178,6 +178,14 @@ TEST(BatchParallel, WaysRuleAndErrors) {
   x[12] = 99;
   const std::string bad = message([&] { bp2.forward(x.data(), nullptr, 2, 8); });
   EXPECT_NE(bad.find("99"), std::string::npos) << bad;
+  x[12] = 1;
+  Hooks hooks;
+  hooks.add({HookPoint::Embed, -1}, [](float*, int, int, int) {});
+  model.set_hooks(&hooks);
+  EXPECT_NE(message([&] { bp2.forward(x.data(), nullptr, 2, 8); }).find("has hooks set"),
+            std::string::npos);
+  model.set_hooks(nullptr);
+  EXPECT_EQ(message([&] { bp2.forward(x.data(), nullptr, 2, 8); }), "no error");
 }
 
 TrainOptions run(const std::string& parallel, const std::string& tag) {
