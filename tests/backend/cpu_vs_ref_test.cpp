@@ -33,6 +33,9 @@ TEST_P(CpuVsRef, Gemm) {
       {97, 2304, 64},
       // At least 4 row blocks: K up to 768 is one block.
       {400, 70, 700},
+      // ... and K beyond 768: equal K blocks (544, 544, 512) for op(A) row-major, KC blocks
+      // for a transposed A read in place (the next row block prefetched).
+      {400, 70, 1600},
       // Decode's few rows (M <= 4): rows of B read as several streams, with remainders.
       {3, 77, 150},
       {1, 301, 768}};
@@ -137,9 +140,9 @@ TEST_P(CpuVsRef, GemmAStrideOfWholePages) {
 // order) all give one thread's bits.
 TEST_P(CpuVsRef, GemmSameBitsForAnyThreadCount) {
   const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
-      {128, 384, 768, true, false}, {130, 300, 700, false, true}, {65, 128, 768, true, false},
-      {768, 128, 512, false, true}, {100, 2100, 400, true, true}, {97, 64, 1000, false, false},
-      {300, 200, 700, true, true}};
+      {128, 384, 768, true, false}, {130, 300, 700, false, true},  {65, 128, 768, true, false},
+      {768, 128, 512, false, true}, {100, 2100, 400, true, true},  {97, 64, 1000, false, false},
+      {300, 200, 700, true, true},  {400, 300, 1600, false, true}, {400, 300, 1600, true, false}};
   const int threads = num_threads();
   uint64_t seed = 200;
   for (auto [M, N, K, ta, tb] : cases) {
