@@ -16,6 +16,7 @@
 #include "qkv/train/trainer.h"
 #include "tests/test_paths.h"
 #include "tests/test_util.h"
+#include "tests/train/tiny_train.h"
 
 namespace qkv {
 namespace {
@@ -189,19 +190,10 @@ TEST(BatchParallel, WaysRuleAndErrors) {
 }
 
 TrainOptions run(const std::string& parallel, const std::string& tag) {
-  TrainOptions o;
-  o.data = test::shared_data() + "/tinyshakespeare.txt";
-  o.out = test::temp_dir(tag);
-  o.model.n_layer = 2;
-  o.model.n_head = 2;
-  o.model.n_embd = 32;
-  o.model.block_size = 32;
+  TrainOptions o = test::tiny_train_options(tag);
   o.batch_size = 4;
   o.max_iters = 6;
-  o.warmup_iters = 2;
   o.eval_interval = 3;
-  o.eval_iters = 2;
-  o.quiet = true;
   o.parallel = parallel;
   return o;
 }

@@ -12,6 +12,7 @@
 #include "qkv/train/trainer.h"
 #include "tests/test_paths.h"
 #include "tests/test_util.h"
+#include "tests/train/tiny_train.h"
 
 namespace qkv {
 namespace {
@@ -44,20 +45,11 @@ TEST(GradAccum, MicroBatchesSumToTheBatchGradient) {
 }
 
 TrainOptions small_run(int batch, int accum, const std::string& tag) {
-  TrainOptions o;
-  o.data = test::shared_data() + "/tinyshakespeare.txt";
-  o.out = test::temp_dir(tag);
-  o.model.n_layer = 2;
-  o.model.n_head = 2;
-  o.model.n_embd = 32;
-  o.model.block_size = 32;
+  TrainOptions o = test::tiny_train_options(tag);
   o.batch_size = batch;
   o.grad_accum = accum;
   o.max_iters = 5;
-  o.warmup_iters = 2;
   o.eval_interval = 5;
-  o.eval_iters = 2;
-  o.quiet = true;
   return o;
 }
 
