@@ -77,7 +77,10 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
       {130, 300, 768, true, false},
       // Many rows and columns, row-major A read in place (a short last micro-panel packed),
       // K in three blocks.
-      {500, 2100, 1100, false, false}};
+      {500, 2100, 1100, false, false},
+      // Many rows, a C of over 4M entries and K between 768 and 1024: one K block, not the
+      // equal blocks of up to 768 that a smaller C of many rows takes.
+      {2100, 2000, 1000, false, true}};
   uint64_t seed = 100;
   for (auto [M, N, K, ta, tb] : cases) {
     auto A = randn(size_t(M) * K, seed++);
