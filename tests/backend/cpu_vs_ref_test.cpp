@@ -80,7 +80,10 @@ TEST_P(CpuVsRef, GemmLargeBlockings) {
       {500, 2100, 1100, false, false},
       // Many rows, a C of over 4M entries and K between 768 and 1024: one K block, not the
       // equal blocks of up to 768 that a smaller C of many rows takes.
-      {2100, 2000, 1000, false, true}};
+      {2100, 2000, 1000, false, true},
+      // A transposed A whose k rows are 4 KiB apart (lda = M = 1024) and K beyond 768: equal K
+      // blocks (512, 488), as a row-major A takes, not KC blocks.
+      {1024, 300, 1000, true, false}};
   uint64_t seed = 100;
   for (auto [M, N, K, ta, tb] : cases) {
     auto A = randn(size_t(M) * K, seed++);
@@ -145,7 +148,8 @@ TEST_P(CpuVsRef, GemmSameBitsForAnyThreadCount) {
   const std::vector<std::tuple<int, int, int, bool, bool>> cases = {
       {128, 384, 768, true, false}, {130, 300, 700, false, true},  {65, 128, 768, true, false},
       {768, 128, 512, false, true}, {100, 2100, 400, true, true},  {97, 64, 1000, false, false},
-      {300, 200, 700, true, true},  {400, 300, 1600, false, true}, {400, 300, 1600, true, false}};
+      {300, 200, 700, true, true},  {400, 300, 1600, false, true}, {400, 300, 1600, true, false},
+      {1024, 70, 1000, true, false}};
   const int threads = num_threads();
   uint64_t seed = 200;
   for (auto [M, N, K, ta, tb] : cases) {
